@@ -1,0 +1,53 @@
+"""``tower-megatron <verb> CONFIG [key=value ...]`` — the one user-facing entry point.
+
+Verbs are thin: each parses nothing itself beyond CONFIG and overrides, and hands a typed config
+to the module that does the work. Imports are lazy so ``--help`` and ``preprocess`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tower_megatron import __version__
+
+# verb -> (module:function, one-line help). Each function takes (config_path, overrides) and
+# returns a process exit code.
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("tower_megatron.training.entry:train_main", "train a stage (cpt, sft, dpo/wpo, grpo) from a recipe"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tower-megatron",
+        description="Tower+ recipe on Megatron-Core. Run multi-process jobs under torchrun.",
+    )
+    parser.add_argument("--version", action="version", version=f"tower-megatron {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (_, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.add_argument("config", help="YAML recipe (see configs/)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="NeMo-style overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verb is None:
+        _parser().print_help()
+        return 2
+    target, _ = VERBS[args.verb]
+    module_name, func_name = target.split(":")
+    from tower_megatron.config.loader import ConfigError
+
+    try:
+        return int(getattr(importlib.import_module(module_name), func_name)(args.config, args.overrides) or 0)
+    except ConfigError as exc:
+        print(f"tower-megatron {args.verb}: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: tokenizers, preprocessing to Megatron IndexedDataset files, mixtures, dataset builders."""

@@ -1,0 +1,10 @@
+"""Process groups, Megatron parallel state, device selection (GPU or the CPU shim), seeds."""
+
+from tower_megatron.runtime.distributed import (
+    Runtime,
+    free_port,
+    init_runtime,
+    shutdown_runtime,
+)
+
+__all__ = ["Runtime", "free_port", "init_runtime", "shutdown_runtime"]
