@@ -10,7 +10,9 @@ setup(
     name="tower-megatron",
     version="0.1.0",
     description="Multilingual translation + general LLM training on Megatron-Core (Tower+ recipe)",
-    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8")
+    if (ROOT / "README.md").exists()
+    else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.12",

@@ -15,7 +15,10 @@ from tower_megatron import __version__
 # verb -> (module:function, one-line help). Each function takes (config_path, overrides) and
 # returns a process exit code.
 VERBS: dict[str, tuple[str, str]] = {
-    "train": ("tower_megatron.training.entry:train_main", "train a stage (cpt, sft, dpo/wpo, grpo) from a recipe"),
+    "train": (
+        "tower_megatron.training.entry:train_main",
+        "train a stage (cpt, sft, dpo/wpo, grpo) from a recipe",
+    ),
 }
 
 

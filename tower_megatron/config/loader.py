@@ -45,7 +45,11 @@ def closest_key(key: str, schema: type) -> str | None:
         names = pool if probe == key else [k.rpartition(".")[2] for k in pool]
         match = difflib.get_close_matches(probe, names, n=1, cutoff=0.6)
         if match:
-            return match[0] if probe == key else next(k for k in pool if k.endswith("." + match[0]) or k == match[0])
+            return (
+                match[0]
+                if probe == key
+                else next(k for k in pool if k.endswith("." + match[0]) or k == match[0])
+            )
     return None
 
 

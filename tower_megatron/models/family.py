@@ -19,13 +19,13 @@ from tower_megatron.config.model import ModelConfig
 from tower_megatron.config.schema import ParallelConfig, TrainConfig
 from tower_megatron.registry import Registry
 
-MODEL_FAMILIES: Registry["ModelFamily"] = Registry("model arch")
+MODEL_FAMILIES: Registry[ModelFamily] = Registry("model arch")
 
 
 def te_available() -> bool:
     try:
         import transformer_engine  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+    except Exception:
         return False
     return torch.cuda.is_available()
 
@@ -70,7 +70,13 @@ class ModelFamily:
     def resolve(self, cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
         """A copy of ``cfg`` with every ``None`` architecture field filled in."""
         values = {k: v for k, v in self.defaults.items()}
-        values.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if getattr(cfg, f.name) is not None})
+        values.update(
+            {
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(cfg)
+                if getattr(cfg, f.name) is not None
+            }
+        )
         out = dataclasses.replace(cfg, **{k: v for k, v in values.items() if hasattr(cfg, k)})
         if out.num_query_groups is None:
             out.num_query_groups = out.num_attention_heads

@@ -87,13 +87,13 @@ class _NullStream:
     def synchronize(self) -> None:
         pass
 
-    def record_event(self, event: Any = None) -> "_NullEvent":
+    def record_event(self, event: Any = None) -> _NullEvent:
         return event or _NullEvent()
 
     def query(self) -> bool:
         return True
 
-    def __enter__(self) -> "_NullStream":
+    def __enter__(self) -> _NullStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -30,7 +30,7 @@ def _worker(rank: int, world_size: int, port: int, func, kwargs, results) -> Non
     )
     try:
         results.put((rank, "ok", func(**kwargs)))
-    except BaseException:  # noqa: BLE001 - any failure must reach the parent
+    except BaseException:
         results.put((rank, "error", traceback.format_exc()))
         raise
     finally:
@@ -38,7 +38,7 @@ def _worker(rank: int, world_size: int, port: int, func, kwargs, results) -> Non
 
         try:
             shutdown_runtime()
-        except Exception:  # noqa: BLE001 - teardown after a failure must not hide it
+        except Exception:
             pass
 
 
