@@ -8,6 +8,7 @@ modules on CPU) and the model object. The trainer only calls :func:`build_model_
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +43,14 @@ def use_transformer_engine(model: ModelConfig) -> bool:
 
 
 def pad_vocab(vocab_size: int, divisible_by: int, tp: int) -> int:
-    """Megatron pads the embedding so every TP shard has the same, aligned size."""
-    multiple = divisible_by * tp
+    """Pads the embedding so every TP shard has the same size.
+
+    Megatron-LM pads to a multiple of ``divisible_by × tp``, which gives the model a different
+    number of (softmax-visible) padding rows at each TP size. A multiple of lcm(divisible_by, tp)
+    keeps one shape for every TP that divides ``divisible_by``, so TP=1 and TP=8 are the same
+    model and checkpoints move between them unchanged.
+    """
+    multiple = math.lcm(divisible_by, tp)
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 

@@ -1,0 +1,97 @@
+"""``tower-megatron train``: config → validated job → runtime → components → Trainer.fit()."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from tower_megatron.config import JobConfig, load_config, to_yaml
+from tower_megatron.config.validate import validate_job
+from tower_megatron.utils.atomic import write_text
+
+
+def load_job(config_path: str | None, overrides: list[str]) -> JobConfig:
+    job = load_config(JobConfig, config_path, overrides)
+    validate_job(job, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    return job
+
+
+def train_main(config_path: str, overrides: list[str]) -> int:
+    job = load_job(config_path, overrides)
+    result = run_training(job)
+    return 0 if result["state"].step >= job.train.train_steps or result["stop_reason"] else 1
+
+
+def run_dir_of(job: JobConfig) -> Path:
+    return Path(job.run.output_dir) / job.run.name
+
+
+def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
+    """Runs a validated job in this process (one rank of the world). Returns the final train
+    state, the stop reason and the history of logged metrics (rank 0 holds every value)."""
+    from tower_megatron.data.tokenizer import build_tokenizer
+    from tower_megatron.models import resolve_model_config
+    from tower_megatron.runtime import init_runtime
+    from tower_megatron.training.builder import build_model, build_optimizer, build_scheduler
+    from tower_megatron.training.callbacks.setup import HistoryCallback, build_callbacks
+    from tower_megatron.training.checkpointing import (
+        latest_checkpoint,
+        load_checkpoint,
+        remove_incomplete,
+        resolve_load_path,
+    )
+    from tower_megatron.training.stage import build_stage
+    from tower_megatron.training.trainer import Trainer
+
+    par = job.parallel
+    runtime = init_runtime(
+        tp=par.tensor_model_parallel_size,
+        pp=par.pipeline_model_parallel_size,
+        vpp=par.virtual_pipeline_model_parallel_size,
+        cp=par.context_parallel_size,
+        seed=job.run.seed,
+        device=job.run.device,
+        timeout_minutes=job.run.distributed_timeout_minutes,
+    )
+    run_dir = run_dir_of(job)
+    ckpt_root = run_dir / "checkpoints"
+    if runtime.is_main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", to_yaml(job))
+        remove_incomplete(ckpt_root)
+    dist.barrier()
+
+    tokenizer = build_tokenizer(job.data.tokenizer)
+    model_cfg = resolve_model_config(job.model, tokenizer.vocab_size)
+    built = build_model(job, model_cfg)
+    optimizer = build_optimizer(job, built.chunks)
+    scheduler = build_scheduler(job, optimizer)
+    stage = build_stage(job, tokenizer)
+    gbs = job.train.global_batch_size
+    train_ds, valid_sets = stage.build_datasets(
+        train_samples=job.train.train_steps * gbs,
+        valid_samples=max(1, job.train.eval_steps) * gbs,
+        cache_dir=job.data.cache_dir or str(run_dir / "data_cache"),
+    )
+    history = HistoryCallback()
+    callbacks = [*build_callbacks(job, run_dir, model_cfg), history, *extra_callbacks]
+    trainer = Trainer(
+        job, runtime, stage, built.chunks, optimizer, scheduler, train_ds, valid_sets, callbacks, run_dir
+    )
+    trainer.model_cfg_dict = dataclasses.asdict(model_cfg)
+
+    latest = latest_checkpoint(ckpt_root) if job.checkpoint.resume else None
+    if latest is not None:
+        load_checkpoint(trainer, latest)
+        if runtime.is_main:
+            print(f"resumed from {latest} at step {trainer.state.step}", flush=True)
+    elif job.checkpoint.load:
+        load_checkpoint(
+            trainer, resolve_load_path(job.checkpoint.load), with_optimizer=job.checkpoint.load_optimizer
+        )
+    trainer.fit()
+    return {"state": trainer.state, "stop_reason": trainer.stop_reason, "history": history.records}

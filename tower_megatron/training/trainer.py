@@ -1,0 +1,203 @@
+"""The one training loop. It knows parallelism, micro-batching, the optimizer step and when to
+evaluate; a :class:`~tower_megatron.training.stage.Stage` says what a step computes and
+callbacks do everything else (logging, checkpoints, profiling, preemption)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state as ps
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from tower_megatron.config.schema import JobConfig
+from tower_megatron.runtime import Runtime
+from tower_megatron.training.batches import make_loader
+from tower_megatron.training.callbacks.base import Callback
+from tower_megatron.training.stage import Stage
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint must restore besides weights and optimizer to continue exactly."""
+
+    step: int = 0
+    consumed_samples: int = 0
+    consumed_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Trainer:
+    def __init__(
+        self,
+        job: JobConfig,
+        runtime: Runtime,
+        stage: Stage,
+        model: list[torch.nn.Module],
+        optimizer: Any,
+        scheduler: Any,
+        train_dataset: Any,
+        valid_datasets: dict[str, Any],
+        callbacks: list[Callback],
+        run_dir: Path,
+    ) -> None:
+        self.job, self.runtime, self.stage = job, runtime, stage
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_dataset, self.valid_datasets = train_dataset, valid_datasets
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.priority)
+        self.run_dir = run_dir
+        self.state = TrainState()
+        self.should_stop = False
+        self.stop_reason = ""
+        self._train_iter: Any = None
+        self._fb = get_forward_backward_func()
+        train = job.train
+        self.num_microbatches = train.global_batch_size // (train.micro_batch_size * runtime.dp)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> TrainState:
+        self._call("on_train_start")
+        while self.state.step < self.job.train.train_steps and not self.should_stop:
+            metrics = self.train_step()
+            self._call("on_step_end", metrics)
+            interval = self.job.train.eval_interval
+            if interval and self.state.step % interval == 0 and not self.should_stop:
+                self.evaluate()
+        self._call("on_train_end")
+        return self.state
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def stop(self, reason: str) -> None:
+        self.should_stop, self.stop_reason = True, reason
+
+    # ------------------------------------------------------------------ one step
+    def _forward_step(self, data_iterator, model):
+        return self.stage.forward_step(next(data_iterator), model)
+
+    def _iterator(self, dataset: Any, consumed: int) -> Any:
+        """One loader per model chunk: the interleaved schedule pulls each chunk's micro-batches
+        from that chunk's own iterator, so every chunk must see the same stream."""
+        loaders = [
+            make_loader(
+                dataset,
+                self.job.train.micro_batch_size,
+                ps.get_data_parallel_rank(),
+                self.runtime.dp,
+                consumed_samples=consumed,
+                num_workers=self.job.data.num_workers,
+                collate_fn=self.stage.collate,
+            )
+            for _ in self.model
+        ]
+        return loaders if len(loaders) > 1 else loaders[0]
+
+    def _run_schedule(self, data_iterator: Any, num_microbatches: int, forward_only: bool) -> list[dict]:
+        vpp = len(self.model)
+        return self._fb(
+            forward_step_func=self._forward_step,
+            data_iterator=data_iterator,
+            model=self.model if vpp > 1 else self.model[0],
+            num_microbatches=num_microbatches,
+            seq_length=self.job.train.seq_length,
+            micro_batch_size=self.job.train.micro_batch_size,
+            forward_only=forward_only,
+        )
+
+    def train_step(self) -> dict[str, float]:
+        if self._train_iter is None:
+            self._train_iter = self._iterator(self.train_dataset, self.state.consumed_samples)
+        start = time.perf_counter()
+        for chunk in self.model:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self._run_schedule(self._train_iter, self.num_microbatches, forward_only=False)
+        updated, grad_norm, _ = self.optimizer.step()
+        if updated:
+            self.scheduler.step(increment=1)
+        reduced = reduce_losses(losses, self.stage.loss_keys)
+        elapsed = time.perf_counter() - start
+        gbs = self.job.train.global_batch_size
+        self.state.step += 1
+        self.state.consumed_samples += gbs
+        tokens = gbs * self.stage.tokens_per_sample()
+        self.state.consumed_tokens += tokens
+        loss = reduced[self.stage.loss_keys[0]]
+        if self.job.train.exit_on_nan and not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {self.state.step}")
+        metrics = {f"train/{k.replace(' ', '_')}": v for k, v in reduced.items()}
+        metrics.update(
+            {
+                "train/loss": loss,
+                "train/lr": self.optimizer.param_groups[0]["lr"],
+                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "train/step_time_s": elapsed,
+                "train/tokens_per_s": tokens / elapsed,
+                "train/consumed_tokens": float(self.state.consumed_tokens),
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss on each named validation set (``valid/loss/<name>``) and their token-weighted mean.
+
+        Each set is read from its start (the same samples every time, so curves are comparable):
+        ``eval_steps`` global batches, or fewer when the set is smaller.
+        """
+        for chunk in self.model:
+            chunk.eval()
+        train = self.job.train
+        per_micro = train.micro_batch_size * self.runtime.dp
+        metrics: dict[str, float] = {}
+        total = torch.zeros(2, dtype=torch.float64)
+        for name, dataset in self.valid_datasets.items():
+            num_micro = min(train.eval_steps * self.num_microbatches, len(dataset) // per_micro)
+            if num_micro == 0:
+                continue
+            losses = self._run_schedule(self._iterator(dataset, 0), num_micro, forward_only=True)
+            sums = reduce_loss_sums(losses, self.stage.loss_keys)[self.stage.loss_keys[0]]
+            if sums[1] > 0:
+                metrics[f"valid/loss/{name}"] = float(sums[0] / sums[1])
+                total += sums
+        if total[1] > 0:
+            metrics["valid/loss"] = float(total[0] / total[1])
+            metrics["valid/ppl"] = float(math.exp(min(metrics["valid/loss"], 50.0)))
+        for chunk in self.model:
+            chunk.train()
+        self._call("on_eval_end", metrics)
+        return metrics
+
+
+def reduce_loss_sums(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per key ``[sum, count]`` over micro-batches, summed over every rank of the world.
+
+    Only the last pipeline stage holds losses (the others contribute zeros); TP/CP ranks hold
+    copies, which scale sum and count alike, so the ratio is the exact per-token mean over the
+    global batch.
+    """
+    sums = torch.zeros(len(keys), 2, dtype=torch.float64)
+    for item in losses or []:
+        for i, key in enumerate(keys):
+            if key in item:
+                sums[i] += item[key].detach().to("cpu", torch.float64).view(2)
+    sums = sums.to("cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(sums)
+    sums = sums.cpu()
+    return {key: sums[i] for i, key in enumerate(keys)}
+
+
+def reduce_losses(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, float]:
+    return {
+        k: float(v[0] / v[1]) if v[1] > 0 else float("nan") for k, v in reduce_loss_sums(losses, keys).items()
+    }
