@@ -102,10 +102,9 @@ def build_gpt_datasets(
     weights = [w for w, _ in spec.train_blend]
     prefixes = [p for _, p in spec.train_blend]
     blend = (prefixes, weights if len(prefixes) > 1 else None)
-    split = "100,0,0" if spec.valid_sets else data.split
+    split = "100,0,0" if spec.valid_sets else _train_valid_split(data.split, prefixes)
     config = _gpt_config(data, tokenizer, seq_length, seed, cache_dir, blend=blend, split=split)
-    want_valid = 0 if spec.valid_sets else valid_samples
-    train, valid, _ = _build(config, [train_samples, want_valid, 0])
+    train, valid, _ = _build(config, [train_samples, 0 if spec.valid_sets else valid_samples, 0])
     valid_sets: dict[str, Any] = {}
     if valid is not None and not spec.valid_sets:
         valid_sets["valid"] = valid
@@ -117,3 +116,25 @@ def build_gpt_datasets(
         _, ds, _ = _build(cfg, [0, valid_samples, 0])
         valid_sets[name] = ds
     return train, valid_sets
+
+
+def _train_valid_split(split: str, prefixes: list[str]) -> str:
+    """``data.split`` without its test part (never read), checked so that no prefix gets an
+    empty validation split: Megatron would loop forever sizing an epoch of zero tokens."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    parts = [float(x) for x in split.replace("/", ",").split(",")]
+    if len(parts) != 3 or min(parts) < 0 or sum(parts[:2]) <= 0:
+        raise ValueError(f"data.split={split!r} must be three non-negative weights like 969,30,1")
+    train_w, valid_w = parts[0], parts[1]
+    if valid_w > 0:
+        total = sum(parts)
+        for prefix in prefixes:
+            docs = len(IndexedDataset(prefix).document_indices) - 1
+            begin, end = round(train_w / total * docs), round((train_w + valid_w) / total * docs)
+            if end <= begin:
+                raise ValueError(
+                    f"data.split={split!r} leaves no validation documents in {prefix} ({docs} documents); "
+                    "raise the validation share or name validation sets in data.valid_paths"
+                )
+    return f"{train_w:g},{valid_w:g},0"
