@@ -19,6 +19,18 @@ VERBS: dict[str, tuple[str, str]] = {
         "tower_megatron.training.entry:train_main",
         "train a stage (cpt, sft, dpo/wpo, grpo) from a recipe",
     ),
+    "convert": (
+        "tower_megatron.models.convert:convert_main",
+        "convert checkpoints: HF safetensors <-> Megatron torch_dist",
+    ),
+    "preprocess": (
+        "tower_megatron.data.preprocess:preprocess_main",
+        "raw JSONL/TSV sources → Megatron token files",
+    ),
+    "mixture": (
+        "tower_megatron.data.mixture:mixture_main",
+        "resolve data.mixture of a recipe and write its report",
+    ),
 }
 
 
@@ -36,8 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_known_warnings() -> None:
+    """Megatron-Core warns at import about every optional kernel library it lacks; on CPU that is
+    expected and the runtime reports the implementation it picked instead."""
+    import logging
+    import warnings
+
+    for message in ("Transformer Engine and Apex are not installed", "Apex is not installed"):
+        warnings.filterwarnings("ignore", message=f".*{message}.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
+    logging.getLogger("megatron.core.models.gpt.gpt_model").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _quiet_known_warnings()
     if args.verb is None:
         _parser().print_help()
         return 2

@@ -25,6 +25,7 @@ active unless :func:`install` is called, which the runtime does only when CUDA i
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
@@ -223,6 +224,14 @@ def _wrap_engine_run_backward(original: Any) -> Any:
     return engine_run_backward
 
 
+class _SameGeneratorFilter(logging.Filter):
+    """Megatron warns when the CPU RNG moves inside a CUDA-RNG fork; on CPU the two are one
+    generator by design, so the warning would fire on every dropout call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CPU RNG state changed within GPU RNG context" not in record.getMessage()
+
+
 def install() -> None:
     """Patches ``torch.cuda`` and Megatron's RNG helpers and enters :class:`CudaToCpuMode`.
 
@@ -246,6 +255,7 @@ def install() -> None:
 
     _patch(mcore_random, "_get_cuda_rng_state", _cpu_get_rng_state)
     _patch(mcore_random, "_set_cuda_rng_state", _cpu_set_rng_state)
+    logging.getLogger(mcore_random.__name__).addFilter(_SameGeneratorFilter())
 
     mode = CudaToCpuMode()
     mode.__enter__()
