@@ -45,15 +45,31 @@ def parse_blend(paths: list[str]) -> list[tuple[float, str]]:
     return pairs
 
 
+def mixture_enabled(data: DataConfig) -> bool:
+    return bool(data.mixture.sources)
+
+
 def dataset_spec(data: DataConfig) -> DatasetSpec:
-    """From ``data.paths``/``data.valid_paths``, or the resolved ``data.mixture`` when set."""
-    mixture = getattr(data, "mixture", None)
-    if mixture is not None and getattr(mixture, "sources", None):
+    """From ``data.paths``/``data.valid_paths``, or the resolved ``data.mixture`` when set
+    (its named validation sets first, then any extra ``data.valid_paths``)."""
+    if mixture_enabled(data):
         from tower_megatron.data.mixture import resolve_mixture
 
         resolved = resolve_mixture(data)
-        return DatasetSpec(list(resolved.train_blend), dict(resolved.valid_sets))
+        return DatasetSpec(list(resolved.train_blend), {**resolved.valid_sets, **data.valid_paths})
     return DatasetSpec(parse_blend(list(data.paths)), dict(data.valid_paths))
+
+
+def prepare_mixture(data: DataConfig, total_tokens: int, report_dir: Path | None) -> None:
+    """Rank 0, before the datasets are built: preprocess missing token files when the mixture
+    names a recipe, warn about over-repeated sources and write the mixture report."""
+    if not mixture_enabled(data):
+        return
+    from tower_megatron.data.mixture import resolve_mixture
+
+    resolved = resolve_mixture(data, total_tokens, report_dir=report_dir, run_preprocess=True)
+    for note in resolved.warnings:
+        print(note, flush=True)
 
 
 def _gpt_config(data: DataConfig, tokenizer: Any, seq_length: int, seed: int, cache: str, **kw: Any):

@@ -1,12 +1,20 @@
 """Tokenizers through Megatron-Core's own ``MegatronTokenizer`` (sentencepiece for Gemma 2, HF
-``tokenizers`` for Qwen 2.5, or any local tokenizer file)."""
+``tokenizers`` for Qwen 2.5, or any local tokenizer file).
+
+:func:`build_tokenizer` is what training uses. :class:`BatchEncoder` is the preprocessing fast path:
+the same model file driven through the libraries' batch calls, without importing torch or Megatron
+(it runs in worker processes); a test checks that it gives exactly the ids of ``build_tokenizer``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 from tower_megatron.config.data import TokenizerConfig
+from tower_megatron.resources import resolve
 
 _LIBRARIES = {"sentencepiece": "sentencepiece", "huggingface": "huggingface"}
 
@@ -14,7 +22,7 @@ _LIBRARIES = {"sentencepiece": "sentencepiece", "huggingface": "huggingface"}
 def _resolve_path(cfg: TokenizerConfig) -> str:
     if not cfg.path:
         raise ValueError("data.tokenizer.path is not set")
-    path = Path(cfg.path)
+    path = Path(resolve(cfg.path))
     if not path.exists():
         raise FileNotFoundError(f"data.tokenizer.path: no such file or directory: {path}")
     if path.is_dir() and cfg.type == "sentencepiece":
@@ -34,3 +42,54 @@ def build_tokenizer(cfg: TokenizerConfig) -> Any:
     return MegatronTokenizer.from_pretrained(
         _resolve_path(cfg), metadata_path={"library": _LIBRARIES[cfg.type]}
     )
+
+
+def tokenizer_fingerprint(cfg: TokenizerConfig) -> str:
+    """SHA-256 of the tokenizer's defining file, recorded with token files so a training run can
+    refuse data made with another tokenizer."""
+    path = Path(_resolve_path(cfg))
+    if path.is_dir():  # HF directory: tokenizer.json defines the ids
+        path = path / "tokenizer.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def eod_and_vocab_size(cfg: TokenizerConfig) -> tuple[int, int]:
+    """``(build_tokenizer(cfg).eod, .vocab_size)``; for sentencepiece read from the model file
+    directly (Megatron's tokenizer module imports transformers: seconds per preprocess run)."""
+    if cfg.type == "sentencepiece":
+        import sentencepiece
+
+        sp = sentencepiece.SentencePieceProcessor(model_file=_resolve_path(cfg))
+        return sp.eos_id(), sp.get_piece_size()  # Megatron's SentencePieceTokenizer: eod = eos
+    tokenizer = build_tokenizer(cfg)
+    return int(tokenizer.eod), int(tokenizer.vocab_size)
+
+
+class BatchEncoder:
+    """Batched text → ids with the tokenizer library itself (no special tokens added)."""
+
+    def __init__(self, cfg: TokenizerConfig, threads: int = -1) -> None:
+        """``threads``: sentencepiece's batch threads (-1: all cores; 1 inside a worker process)."""
+        path = _resolve_path(cfg)
+        self.type = cfg.type
+        self.threads = threads
+        if cfg.type == "sentencepiece":
+            import sentencepiece
+
+            self._sp = sentencepiece.SentencePieceProcessor(model_file=path)
+        elif cfg.type == "huggingface":
+            # Worker processes are already the parallelism; Rust threads on top would oversubscribe.
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from tokenizers import Tokenizer
+
+            file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+            if not file.is_file():
+                raise FileNotFoundError(f"data.tokenizer.path: no tokenizer.json at {file}")
+            self._hf = Tokenizer.from_file(str(file))
+        else:
+            raise ValueError(f"unknown data.tokenizer.type {cfg.type!r}; known: {', '.join(_LIBRARIES)}")
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        if self.type == "sentencepiece":
+            return self._sp.encode(texts, num_threads=self.threads)
+        return [enc.ids for enc in self._hf.encode_batch(texts, add_special_tokens=False)]
