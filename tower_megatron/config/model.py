@@ -23,7 +23,7 @@ class FP8Config:
 
 @dataclass
 class ModelConfig:
-    arch: str = "gpt"  # a registered model spec: gpt | gemma2 | qwen2
+    arch: str = "gpt"  # gpt | gemma2 | qwen2; a preset or hf_config of another family switches it
     preset: Optional[str] = None  # e.g. gemma2-2b, qwen2.5-72b
     hf_config: Optional[str] = None  # path to an HF config.json (or its directory)
     transformer_impl: str = "auto"  # auto | local | transformer_engine
@@ -44,6 +44,14 @@ class ModelConfig:
     position_embedding_type: Optional[str] = None  # rope | learned_absolute
     rotary_base: Optional[float] = None
     untie_embeddings_and_output_weights: Optional[bool] = None
+    # Gemma 2 style attention and head (None: the family's or the preset's value; 0: off).
+    sliding_window: Optional[int] = None  # tokens a sliding-window layer sees, itself included
+    # Which layers slide, one 0/1 per layer (1 = sliding window); None with sliding_window set:
+    # the family's pattern (Gemma 2: even layers 0, 2, ... slide; others: every layer).
+    sliding_window_pattern: Optional[list[int]] = None
+    attn_logit_softcapping: Optional[float] = None  # scores → cap·tanh(scores/cap)
+    final_logit_softcapping: Optional[float] = None  # logits → cap·tanh(logits/cap)
+    query_pre_attn_scalar: Optional[float] = None  # softmax scale = query_pre_attn_scalar^-0.5
     init_method_std: float = 0.02
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0

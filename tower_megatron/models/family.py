@@ -1,8 +1,12 @@
-"""A model family = how a ``model:`` config becomes a Megatron-Core model.
+"""A model family = how a ``model:`` config becomes a Megatron-Core model (and maps to HF).
 
-Each family (``gpt``, ``gemma2``, ``qwen2``) is registered by name in :data:`MODEL_FAMILIES`
-and supplies defaults, a ``TransformerConfig``, a ``ModuleSpec`` (Transformer Engine on GPU, local
-modules on CPU) and the model object. The trainer only calls :func:`build_model_provider`.
+Each family (``gpt``, ``gemma2``, ``qwen2``) is registered by name in :data:`MODEL_FAMILIES` and
+supplies defaults, a ``TransformerConfig``, a ``ModuleSpec`` (Transformer Engine on GPU, local
+modules on CPU), the model object and, for HF families, the ``config.json`` and tensor mapping.
+
+Resolution order for every architecture field: explicit ``model.*`` value ← ``model.preset`` or
+``model.hf_config`` ← family defaults. A preset or HF config of another family switches the
+default ``gpt`` arch to that family, so always build from the *resolved* config's ``arch``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from tower_megatron.config.model import ModelConfig
 from tower_megatron.config.schema import ParallelConfig, TrainConfig
+from tower_megatron.models.hf_config import read_hf_config
+from tower_megatron.models.mapping import TensorMap
+from tower_megatron.models.modules import TowerGPTModel, TowerTransformerConfig, gelu_tanh
+from tower_megatron.models.presets import PRESETS
+from tower_megatron.models.specs import block_spec, llama_layer
 from tower_megatron.registry import Registry
 
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model arch")
@@ -54,10 +63,19 @@ def pad_vocab(vocab_size: int, divisible_by: int, tp: int) -> int:
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
+ACTIVATIONS: dict[str, tuple[Callable, bool]] = {  # name → (function, gated_linear_unit)
+    "swiglu": (F.silu, True),
+    "geglu": (gelu_tanh, True),
+    "gelu": (F.gelu, False),
+    "relu": (F.relu, False),
+}
+
+
 class ModelFamily:
-    """Base family: a Llama-style GPT (RMSNorm, SwiGLU, RoPE) built from Megatron's local spec."""
+    """Base family: a Llama-style GPT (RMSNorm, SwiGLU, RoPE) built from the ``llama`` spec."""
 
     name = "gpt"
+    hf_model_types: tuple[str, ...] = ()  # HF ``model_type`` values this family reads
     defaults: dict[str, Any] = dict(
         num_layers=2,
         hidden_size=64,
@@ -71,12 +89,24 @@ class ModelFamily:
         position_embedding_type="rope",
         rotary_base=10000.0,
         untie_embeddings_and_output_weights=True,
+        sliding_window=0,
     )
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
-        """A copy of ``cfg`` with every ``None`` architecture field filled in."""
-        values = {k: v for k, v in self.defaults.items()}
+        """A copy of ``cfg`` with every ``None`` architecture field filled in.
+
+        ``vocab_size`` (the tokenizer's) is used only when neither the config, the preset nor the
+        HF config fixes the embedding size, and must fit in it.
+        """
+        source_arch, source, origin = self._source(cfg)
+        if source_arch is not None and source_arch != self.name:
+            if self.name != "gpt":
+                raise ValueError(f"model.arch={self.name} but {origin} describes a {source_arch} model")
+            return MODEL_FAMILIES.get(source_arch).resolve(
+                dataclasses.replace(cfg, arch=source_arch), vocab_size
+            )
+        values = {**self.defaults, **source}
         values.update(
             {
                 f.name: getattr(cfg, f.name)
@@ -85,6 +115,7 @@ class ModelFamily:
             }
         )
         out = dataclasses.replace(cfg, **{k: v for k, v in values.items() if hasattr(cfg, k)})
+        out.arch = self.name
         if out.num_query_groups is None:
             out.num_query_groups = out.num_attention_heads
         if out.kv_channels is None:
@@ -93,20 +124,76 @@ class ModelFamily:
             out.ffn_hidden_size = 4 * out.hidden_size
         if out.vocab_size is None:
             out.vocab_size = vocab_size
+        elif vocab_size is not None and vocab_size > out.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {vocab_size} tokens but the model's embedding has {out.vocab_size} rows"
+                f" (from {origin or 'model.vocab_size'})"
+            )
+        self._derive(out)
+        self._check(out)
         return out
+
+    def _source(self, cfg: ModelConfig) -> tuple[str | None, dict[str, Any], str]:
+        if cfg.preset and cfg.hf_config:
+            raise ValueError("set model.preset or model.hf_config, not both")
+        if cfg.preset:
+            preset = PRESETS.get(cfg.preset)
+            return preset.arch, dict(preset.fields), f"model.preset={cfg.preset}"
+        if cfg.hf_config:
+            hf = read_hf_config(cfg.hf_config)
+            family = family_for_hf_config(hf)
+            return family.name, family.from_hf_config(hf), f"model.hf_config={cfg.hf_config}"
+        return None, {}, ""
+
+    def _derive(self, model: ModelConfig) -> None:
+        """Family-specific fields computed from others (after presets and overrides)."""
+        if model.sliding_window and model.sliding_window_pattern is None:
+            model.sliding_window_pattern = [1] * model.num_layers
+
+    def _check(self, model: ModelConfig) -> None:
+        if model.num_attention_heads % model.num_query_groups:
+            raise ValueError(
+                f"model.num_attention_heads={model.num_attention_heads} is not a multiple of "
+                f"model.num_query_groups={model.num_query_groups}"
+            )
+        pattern = model.sliding_window_pattern
+        if model.sliding_window and pattern is not None and len(pattern) != model.num_layers:
+            raise ValueError(
+                f"model.sliding_window_pattern has {len(pattern)} entries for {model.num_layers} layers"
+            )
+        if model.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown model.activation {model.activation!r}; known: {', '.join(ACTIVATIONS)}"
+            )
+
+    # ------------------------------------------------------------------ HF side (overridden)
+    def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError(f"model arch {self.name!r} has no Hugging Face mapping")
+
+    def to_hf_config(self, model: ModelConfig, source: dict[str, Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError(f"model arch {self.name!r} has no Hugging Face mapping")
+
+    def tensor_maps(self, model: ModelConfig) -> list[TensorMap]:
+        raise NotImplementedError(f"model arch {self.name!r} has no Hugging Face mapping")
 
     # ------------------------------------------------------------------ Megatron objects
     def activation(self, name: str) -> tuple[Callable, bool]:
         """(activation function, gated_linear_unit)."""
-        table = {
-            "swiglu": (F.silu, True),
-            "geglu": (lambda x: F.gelu(x, approximate="tanh"), True),
-            "gelu": (F.gelu, False),
-            "relu": (F.relu, False),
-        }
-        if name not in table:
-            raise ValueError(f"unknown model.activation {name!r}; known: {', '.join(table)}")
-        return table[name]
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown model.activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+        return ACTIVATIONS[name]
+
+    def architecture_kwargs(self, model: ModelConfig) -> dict[str, Any]:
+        """``TransformerConfig`` fields beyond the GPT basics (windows, caps, scales)."""
+        kwargs: dict[str, Any] = {}
+        if model.sliding_window:
+            # HF's window W lets a query see itself and the W-1 tokens before it.
+            kwargs.update(
+                window_size=(model.sliding_window - 1, 0), window_attn_skip_freq=model.sliding_window_pattern
+            )
+        if model.query_pre_attn_scalar:
+            kwargs["softmax_scale"] = model.query_pre_attn_scalar**-0.5
+        return kwargs
 
     def transformer_config(
         self, model: ModelConfig, parallel: ParallelConfig, train: TrainConfig, **extra: Any
@@ -152,6 +239,7 @@ class ModelFamily:
             recompute_method="uniform" if model.recompute_granularity == "full" else None,
             recompute_num_layers=1 if model.recompute_granularity == "full" else None,
         )
+        kwargs.update(self.architecture_kwargs(model))
         if fp8:
             kwargs.update(
                 fp8=fp8,
@@ -163,14 +251,10 @@ class ModelFamily:
                 first_last_layers_bf16=model.fp8.first_last_layers_bf16,
             )
         kwargs.update(extra)
-        return TransformerConfig(**kwargs)
+        return TowerTransformerConfig(**kwargs)
 
-    def layer_spec(self, model: ModelConfig, config: TransformerConfig, vp_stage: int | None):
-        from megatron.core.models.gpt import gpt_layer_specs as specs
-
-        if use_transformer_engine(model):
-            return specs.get_gpt_layer_with_transformer_engine_spec()
-        return specs.get_gpt_layer_local_spec(normalization=model.normalization)
+    def layer_spec(self, model: ModelConfig, use_te: bool):
+        return llama_layer(use_te)
 
     def build(
         self,
@@ -181,11 +265,10 @@ class ModelFamily:
         vp_stage: int | None = None,
         padded_vocab_size: int | None = None,
     ) -> torch.nn.Module:
-        from megatron.core.models.gpt import GPTModel
-
-        return GPTModel(
+        use_te = use_transformer_engine(model)
+        return TowerGPTModel(
             config=config,
-            transformer_layer_spec=self.layer_spec(model, config, vp_stage),
+            transformer_layer_spec=block_spec(self.layer_spec(model, use_te), use_te, config, vp_stage),
             vocab_size=padded_vocab_size or model.vocab_size,
             max_sequence_length=model.max_position_embeddings,
             pre_process=pre_process,
@@ -200,5 +283,22 @@ class ModelFamily:
 MODEL_FAMILIES.register("gpt")(ModelFamily())
 
 
+def family_for_hf_config(hf: dict[str, Any]) -> ModelFamily:
+    """The registered family that reads this HF ``model_type``."""
+    model_type = hf.get("model_type")
+    known = {}
+    for name in MODEL_FAMILIES.names():
+        family = MODEL_FAMILIES.get(name)
+        for kind in family.hf_model_types:
+            known[kind] = family
+    if model_type not in known:
+        raise ValueError(
+            f"unknown HF architecture model_type={model_type!r} "
+            f"(architectures={hf.get('architectures')}); supported: {', '.join(sorted(known))}"
+        )
+    return known[model_type]
+
+
 def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
+    """The fully resolved model config; build with ``MODEL_FAMILIES.get(result.arch)``."""
     return MODEL_FAMILIES.get(cfg.arch).resolve(cfg, vocab_size)
