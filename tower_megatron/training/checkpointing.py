@@ -4,13 +4,20 @@ Layout of ``<run_dir>/checkpoints``::
 
     iter_0000010/        a complete checkpoint (model, optimizer, scheduler, RNG, train state)
     iter_0000020/
-    latest               text file naming the newest complete checkpoint
+    latest               text file naming the newest complete checkpoint (for people and tools)
     .tmp_iter_0000030/   a save in progress (or killed): never read, removed at the next start
 
-A save writes into ``.tmp_iter_N``, all ranks finish, rank 0 writes ``tower_meta.json`` (the
-completion mark) and renames the directory, then rewrites ``latest`` atomically. A ``kill -9``
-at any moment therefore leaves the previous checkpoint and ``latest`` intact. Loading reshards
-across TP/PP/DP (``dist_checkpointing``); RNG state is restored only on an identical layout.
+A save writes into ``.tmp_iter_N``; after every rank finished, rank 0 writes ``tower_meta.json``
+(the completion mark), renames the directory, then rewrites ``latest`` atomically. A ``kill -9``
+at any moment therefore leaves every earlier checkpoint intact, and resuming picks the newest
+directory that carries the mark. Loading reshards across TP/PP/DP (``dist_checkpointing``); the
+RNG state is restored only on an identical layout.
+
+Optimizer formats (recorded in the meta so a checkpoint loads whatever the current config says):
+``plain`` (Megatron's non-distributed optimizer), ``fully_reshardable`` and ``dp_reshardable``
+(the distributed optimizer; the latter reshards across DP only). Megatron's default distributed
+format, ``fully_sharded_model_space``, is never used: it cannot be saved on this stack
+("flattened_range is not supported").
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core import parallel_state as ps
-from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.core import CheckpointingException
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, ShardedTensorFactory
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
+from tower_megatron.config.loader import ConfigError
+from tower_megatron.models.checkpoint import load_model_checkpoint
 from tower_megatron.utils.atomic import write_json, write_text
 
 if TYPE_CHECKING:
@@ -37,7 +48,13 @@ if TYPE_CHECKING:
 
 META_FILE = "tower_meta.json"
 LATEST_FILE = "latest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+TMP_PREFIX = ".tmp_"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be loaded into this job (missing, incomplete, other model shape,
+    incompatible optimizer format). A ConfigError so the CLI prints one line, not a traceback."""
 
 
 def layout() -> dict[str, int]:
@@ -51,7 +68,7 @@ def layout() -> dict[str, int]:
 
 # ---------------------------------------------------------------------------- discovery
 def is_complete(path: Path) -> bool:
-    return (path / META_FILE).is_file()
+    return (Path(path) / META_FILE).is_file()
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -59,35 +76,58 @@ def read_meta(path: Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(Path(path).name.rsplit("_", 1)[-1])
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete ``iter_<step>`` directories under ``root``, oldest first."""
+    found = [p for p in Path(root).glob("iter_*") if p.name[5:].isdigit() and is_complete(p)]
+    return sorted(found, key=checkpoint_step)
+
+
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under ``root`` (``latest`` first, then a scan)."""
-    root = Path(root)
-    pointer = root / LATEST_FILE
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if is_complete(candidate):
-            return candidate
-    complete = sorted(p for p in root.glob("iter_*") if p.is_dir() and is_complete(p))
+    """The newest complete checkpoint under ``root``.
+
+    The completion mark, not ``latest``, decides: a kill between the rename and the rewrite of
+    ``latest`` leaves a newer complete checkpoint than the pointer names, and it is valid.
+    """
+    complete = complete_checkpoints(root)
     return complete[-1] if complete else None
 
 
 def resolve_load_path(path: str | Path) -> Path:
-    """A checkpoint directory, or a checkpoints root holding ``latest``."""
+    """``checkpoint.load``: a checkpoint directory, or a checkpoints root (its newest complete one).
+
+    Raises :class:`CheckpointError` naming the path when nothing complete is there.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint.load: no such directory: {path}")
-    if (path / "metadata.json").is_file():
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint.load: no such directory: {path}")
+    # Without the trainer's mark (converted checkpoints): dist_checkpointing writes metadata.json
+    # in its finalize step, after all shards.
+    dist_ckpt = (path / "metadata.json").is_file() and not path.name.startswith(TMP_PREFIX)
+    if is_complete(path) or dist_ckpt:
         return path
     found = latest_checkpoint(path)
-    if found is None:
-        raise FileNotFoundError(f"checkpoint.load: {path} holds no complete checkpoint")
-    return found
+    if found is not None:
+        return found
+    if path.name.startswith(TMP_PREFIX) or any(path.glob("*.distcp")):
+        raise CheckpointError(
+            f"checkpoint.load: {path} is an incomplete checkpoint (an interrupted save: no "
+            f"{META_FILE} / metadata.json); point at a complete iter_* directory"
+        )
+    partial = sorted(p.name for p in path.glob(f"{TMP_PREFIX}iter_*"))
+    hint = f" (only interrupted saves: {', '.join(partial)})" if partial else ""
+    raise CheckpointError(f"checkpoint.load: {path} holds no complete checkpoint{hint}")
 
 
-def remove_incomplete(root: Path) -> None:
-    """Rank 0 deletes saves that a crash or ``kill -9`` interrupted."""
-    for tmp in Path(root).glob(".tmp_iter_*"):
+def remove_incomplete(root: Path) -> list[Path]:
+    """Rank 0 deletes saves that a crash or ``kill -9`` interrupted; returns what it removed."""
+    removed = [tmp for tmp in Path(root).glob(f"{TMP_PREFIX}*") if tmp.is_dir()]
+    for tmp in removed:
         shutil.rmtree(tmp, ignore_errors=True)
+    return removed
 
 
 # ---------------------------------------------------------------------------- state dicts
@@ -103,6 +143,16 @@ def model_key(index: int, num_chunks: int) -> str:
 
 def _model_state(chunks: list[torch.nn.Module]) -> dict[str, Any]:
     return {model_key(i, len(chunks)): unwrap(c).sharded_state_dict() for i, c in enumerate(chunks)}
+
+
+def _sharded_tensors(state: Any) -> list[ShardedTensor]:
+    out: list[ShardedTensor] = []
+    for value in nested_values(state):
+        if isinstance(value, ShardedTensorFactory):
+            out.extend(_sharded_tensors(value.build()))
+        elif isinstance(value, ShardedTensor):
+            out.append(value)
+    return out
 
 
 def _rng_state() -> ShardedObject:
@@ -135,19 +185,76 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _optimizer_metadata(trainer: Trainer) -> dict[str, Any]:
-    if trainer.job.parallel.use_distributed_optimizer and trainer.job.checkpoint.fully_reshardable:
-        return {"distrib_optim_sharding_type": "fully_reshardable"}
-    return {}
+# ---------------------------------------------------------------------------- optimizer
+def _distributed_optimizers(optimizer: Any) -> list[Any]:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    parts = getattr(optimizer, "chained_optimizers", [optimizer])
+    return [opt for opt in parts if isinstance(opt, DistributedOptimizer)]
+
+
+def optimizer_format(trainer: Trainer) -> str:
+    """The format this job saves its optimizer in."""
+    if not trainer.job.parallel.use_distributed_optimizer:
+        return "plain"
+    return "fully_reshardable" if trainer.job.checkpoint.fully_reshardable else "dp_reshardable"
+
+
+def _prepare_distributed_optimizer_for_load(optimizer: Any) -> None:
+    """Two gaps of Megatron-Core 0.19.2's distributed optimizer with torch's Adam (no TE/Apex):
+
+    * Its loading state dict reads the optimizer state (``state_dict`` asserts one ``step``), which
+      torch's Adam creates only at its first step: a resumed run has none yet. Megatron's own
+      ``_init_optimizer_states_with_dummy_values`` (one step on zero gradients) creates it; what
+      that step writes (Adam moments, weight decay on the main params) is overwritten by the load.
+    * torch's Adam keeps ``step`` as a tensor in the per-parameter state, so
+      ``_set_main_param_and_optimizer_states`` looks for a ``step`` that the checkpoint's
+      parameter state never holds (KeyError 'step'). ``step`` is restored from the saved param
+      groups by ``load_state_dict`` just before, so the copy must keep that value: the wrapper
+      fills in the current tensors for keys the checkpoint lacks and never takes ``step`` from it
+      (and copies without autograd: ``dp_reshardable`` loading otherwise fails on leaf views).
+    """
+    for opt in _distributed_optimizers(optimizer):
+        if not opt.optimizer.state:
+            opt._init_optimizer_states_with_dummy_values()
+        if getattr(opt, "_tower_load_patched", False):
+            continue
+        original = opt._set_main_param_and_optimizer_states
+
+        @torch.no_grad()  # the dp_reshardable loader copies into views of leaf parameters
+        def set_states(model_param, tensors, _opt=opt, _original=original):
+            current = _opt._get_main_param_and_optimizer_states(model_param)
+            loaded = {k: v for k, v in tensors.items() if k != "step"}
+            _original(model_param, {**current, **loaded})
+
+        opt._set_main_param_and_optimizer_states = set_states
+        opt._tower_load_patched = True
+
+
+def _unshare_step_tensors(optimizer: Any) -> None:
+    """After loading, the distributed optimizer has handed one ``step`` tensor to every parameter's
+    state (``load_state_dict`` builds a single tensor and torch keeps ``step`` uncopied). torch's
+    Adam increments each state's ``step`` in place, so a shared one would advance once per
+    parameter per step: wrong bias correction, and a different step on each DP rank."""
+    for opt in _distributed_optimizers(optimizer):
+        for state in opt.optimizer.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
 
 
 def full_state(
-    trainer: Trainer, is_loading: bool, with_optimizer: bool = True, with_rng: bool = True
+    trainer: Trainer,
+    is_loading: bool,
+    with_optimizer: bool = True,
+    with_rng: bool = True,
+    fmt: str | None = None,
 ) -> dict:
     state = _model_state(trainer.model)
     if with_optimizer:
+        fmt = fmt or optimizer_format(trainer)
+        metadata = {} if fmt == "plain" else {"distrib_optim_sharding_type": fmt}
         state["optimizer"] = trainer.optimizer.sharded_state_dict(
-            state, is_loading=is_loading, metadata=_optimizer_metadata(trainer)
+            state, is_loading=is_loading, metadata=metadata
         )
         state["opt_param_scheduler"] = trainer.scheduler.state_dict()
         state["train_state"] = trainer.state.as_dict()
@@ -156,57 +263,137 @@ def full_state(
     return state
 
 
-# ---------------------------------------------------------------------------- save / load
+# ---------------------------------------------------------------------------- save
 def save_checkpoint(trainer: Trainer, root: Path, keep_last: int = 0) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint directory."""
     root = Path(root)
     name = f"iter_{trainer.state.step:07d}"
-    tmp, final = root / f".tmp_{name}", root / name
+    tmp, final = root / f"{TMP_PREFIX}{name}", root / name
     if dist.get_rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     dist_checkpointing.save(full_state(trainer, is_loading=False), str(tmp))
-    dist.barrier()
+    dist.barrier()  # every rank's shards are on disk before the mark
     if dist.get_rank() == 0:
         meta = {
             "format_version": FORMAT_VERSION,
             "train_state": trainer.state.as_dict(),
             "layout": layout(),
+            "optimizer_format": optimizer_format(trainer),
             "stage": trainer.job.train.stage,
             "model": getattr(trainer, "model_cfg_dict", None),
         }
         write_json(tmp / META_FILE, meta)
-        if final.exists():  # re-saving a step (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # re-saving a step: move the old one aside (a .tmp_ name: cleaned up)
+            aside = root / f"{TMP_PREFIX}old_{name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
         write_text(root / LATEST_FILE, name + "\n")
         if keep_last > 0:
-            complete = sorted(p for p in root.glob("iter_*") if p.is_dir() and is_complete(p))
-            for old in complete[:-keep_last]:
+            for old in complete_checkpoints(root)[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return final
 
 
+# ---------------------------------------------------------------------------- load
+def _config_diff(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> str:
+    """`` (checkpoint vs this job: hidden_size=64 vs 32)`` from the two model configs."""
+    if not saved or not current:
+        return ""
+    diff = [
+        f"{k}={saved[k]} vs {current[k]}" for k in sorted(current) if k in saved and saved[k] != current[k]
+    ]
+    return f" (checkpoint vs this job: {', '.join(diff[:5])})" if diff else ""
+
+
+def _check_model_matches(trainer: Trainer, path: Path, meta: dict[str, Any]) -> None:
+    """Compares every model tensor's global shape with the checkpoint's before loading anything,
+    so a checkpoint of another model fails with the tensor's name, not deep inside torch DCP."""
+    try:
+        saved = dist_checkpointing.load_tensors_metadata(str(path))
+    except Exception as exc:  # unreadable metadata: an incomplete or foreign directory
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    problems: set[str] = set()
+    for sh in _sharded_tensors(_model_state(trainer.model)):
+        if sh.key not in saved:
+            problems.add(f"{sh.key} is missing from the checkpoint")
+            continue
+        have, want = tuple(saved[sh.key].global_shape), tuple(sh.global_shape)
+        # Vocabulary padding depends on TP (allow_shape_mismatch): compare the other axes only.
+        skip = sh.prepend_axis_num + 1 if sh.allow_shape_mismatch else 0
+        if have[skip:] != want[skip:] or len(have) != len(want):
+            problems.add(f"{sh.key} has shape {list(have)} in the checkpoint, {list(want)} in this model")
+    if problems:
+        listed = sorted(problems)
+        more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
+        diff = _config_diff(meta.get("model"), getattr(trainer, "model_cfg_dict", None))
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model{diff}: {'; '.join(listed[:3])}{more}"
+        )
+
+
+def _check_optimizer_format(trainer: Trainer, meta: dict[str, Any], path: Path) -> str:
+    saved_fmt = meta.get("optimizer_format") or optimizer_format(trainer)
+    current = optimizer_format(trainer)
+    if (saved_fmt == "plain") != (current == "plain"):
+        raise CheckpointError(
+            f"checkpoint {path} holds {'a distributed' if saved_fmt != 'plain' else 'a non-distributed'} "
+            f"optimizer state; this job has parallel.use_distributed_optimizer="
+            f"{str(current != 'plain').lower()}. Use the saved setting, or load the weights only "
+            f"(checkpoint.load=... checkpoint.load_optimizer=false)"
+        )
+    saved_layout, now = meta.get("layout") or {}, layout()
+    if saved_fmt == "dp_reshardable" and any(saved_layout.get(k) != now[k] for k in ("tp", "pp", "vpp")):
+        raise CheckpointError(
+            f"checkpoint {path} stores the distributed optimizer as dp_reshardable "
+            f"(checkpoint.fully_reshardable=false), which loads only at the saved TP/PP/VPP "
+            f"{saved_layout}; this job runs {now}. Load the weights only (checkpoint.load_optimizer=false)"
+        )
+    return saved_fmt
+
+
 def load_checkpoint(trainer: Trainer, path: Path, with_optimizer: bool = True) -> dict[str, Any]:
-    """Restores what ``path`` holds into the trainer (resharding as needed); returns its meta."""
+    """Restores what ``path`` holds into the trainer (resharding as needed); returns its meta.
+
+    Checkpoints without the tower meta (converted from Hugging Face) give weights only.
+    """
     path = Path(path)
     meta = read_meta(path)
-    saved_layout = meta.get("layout")
-    same_layout = saved_layout == layout()
-    has_optimizer = bool(meta) and with_optimizer
-    sharded = full_state(
-        trainer, is_loading=True, with_optimizer=has_optimizer, with_rng=has_optimizer and same_layout
-    )
-    loaded = dist_checkpointing.load(sharded, str(path))
+    _check_model_matches(trainer, path, meta)
+    has_optimizer = bool(meta.get("train_state")) and with_optimizer
+    fmt = _check_optimizer_format(trainer, meta, path) if has_optimizer else None
+    if not has_optimizer:
+        # Weights only (converted from Hugging Face, or load_optimizer=false): the models package
+        # loader tolerates _extra_state entries the file lacks (TE's FP8 metadata).
+        try:
+            load_model_checkpoint(trainer.model, path)
+        except CheckpointingException as exc:
+            raise CheckpointError(f"loading weights from {path} failed: {exc}") from exc
+        # bf16 runs keep fp32 main copies of the weights inside the optimizer, which still hold
+        # the initialisation; without this the first step would copy them over the loaded weights.
+        trainer.optimizer.reload_model_params()
+        return meta
+    if fmt != "plain":
+        _prepare_distributed_optimizer_for_load(trainer.optimizer)
+    same_layout = meta.get("layout") == layout()
+    sharded = full_state(trainer, is_loading=True, with_optimizer=True, with_rng=same_layout, fmt=fmt)
+    try:
+        loaded = dist_checkpointing.load(sharded, str(path))
+    except CheckpointingException as exc:
+        raise CheckpointError(f"loading checkpoint {path} failed: {exc}") from exc
     for i, chunk in enumerate(trainer.model):
         unwrap(chunk).load_state_dict(loaded[model_key(i, len(trainer.model))], strict=True)
-    if has_optimizer:
-        trainer.optimizer.load_state_dict(loaded["optimizer"])
-        trainer.scheduler.load_state_dict(loaded["opt_param_scheduler"])
-        for field, value in loaded["train_state"].items():
-            setattr(trainer.state, field, int(value))
-        if "rng_state" in loaded:
-            _set_rng_state(loaded["rng_state"])
+    trainer.optimizer.load_state_dict(loaded["optimizer"])
+    _unshare_step_tensors(trainer.optimizer)
+    trainer.scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    for field, value in loaded["train_state"].items():
+        setattr(trainer.state, field, int(value))
+    if "rng_state" in loaded:
+        _set_rng_state(loaded["rng_state"])
     return meta

@@ -33,6 +33,7 @@ def run_dir_of(job: JobConfig) -> Path:
 def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Runs a validated job in this process (one rank of the world). Returns the final train
     state, the stop reason and the history of logged metrics (rank 0 holds every value)."""
+    from tower_megatron.data.gpt_datasets import prepare_mixture
     from tower_megatron.data.tokenizer import build_tokenizer
     from tower_megatron.models import resolve_model_config
     from tower_megatron.runtime import init_runtime
@@ -47,6 +48,8 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     from tower_megatron.training.stage import build_stage
     from tower_megatron.training.trainer import Trainer
 
+    # A bad checkpoint.load fails here, before any process group starts or anything is written.
+    load_path = resolve_load_path(job.checkpoint.load) if job.checkpoint.load else None
     par = job.parallel
     runtime = init_runtime(
         tp=par.tensor_model_parallel_size,
@@ -59,10 +62,14 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     )
     run_dir = run_dir_of(job)
     ckpt_root = run_dir / "checkpoints"
+    gbs = job.train.global_batch_size
     if runtime.is_main:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(job))
-        remove_incomplete(ckpt_root)
+        for tmp in remove_incomplete(ckpt_root):
+            print(f"removed the interrupted save {tmp}", flush=True)
+        report_dir = run_dir / "mixture" if job.data.mixture.report else None
+        prepare_mixture(job.data, job.train.train_steps * gbs * job.train.seq_length, report_dir)
     dist.barrier()
 
     tokenizer = build_tokenizer(job.data.tokenizer)
@@ -71,7 +78,6 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     optimizer = build_optimizer(job, built.chunks)
     scheduler = build_scheduler(job, optimizer)
     stage = build_stage(job, tokenizer)
-    gbs = job.train.global_batch_size
     train_ds, valid_sets = stage.build_datasets(
         train_samples=job.train.train_steps * gbs,
         valid_samples=max(1, job.train.eval_steps) * gbs,
@@ -84,14 +90,16 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     )
     trainer.model_cfg_dict = dataclasses.asdict(model_cfg)
 
+    # Resuming this run's own newest complete checkpoint wins over checkpoint.load (which only
+    # seeds a fresh run), so a preempted job restarted with the same command continues.
     latest = latest_checkpoint(ckpt_root) if job.checkpoint.resume else None
     if latest is not None:
         load_checkpoint(trainer, latest)
         if runtime.is_main:
             print(f"resumed from {latest} at step {trainer.state.step}", flush=True)
-    elif job.checkpoint.load:
-        load_checkpoint(
-            trainer, resolve_load_path(job.checkpoint.load), with_optimizer=job.checkpoint.load_optimizer
-        )
+    elif load_path is not None:
+        load_checkpoint(trainer, load_path, with_optimizer=job.checkpoint.load_optimizer)
+        if runtime.is_main:
+            print(f"loaded {load_path} (step {trainer.state.step})", flush=True)
     trainer.fit()
     return {"state": trainer.state, "stop_reason": trainer.stop_reason, "history": history.records}

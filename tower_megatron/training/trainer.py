@@ -82,7 +82,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _forward_step(self, data_iterator, model):
-        return self.stage.forward_step(next(data_iterator), model)
+        batch = next(data_iterator)
+        if not self.runtime.is_cpu:  # loaders yield CPU tensors; the model is on this rank's GPU
+            batch = to_device(batch, self.runtime.device)
+        return self.stage.forward_step(batch, model)
 
     def _iterator(self, dataset: Any, consumed: int) -> Any:
         """One loader per model chunk: the interleaved schedule pulls each chunk's micro-batches
@@ -124,7 +127,15 @@ class Trainer:
         updated, grad_norm, _ = self.optimizer.step()
         if updated:
             self.scheduler.step(increment=1)
-        reduced = reduce_losses(losses, self.stage.loss_keys)
+        # Callbacks' stop requests (e.g. a preemption signal on one rank) ride in the loss
+        # all-reduce: every rank learns of any request on the same step, with no extra collective.
+        requests = [cb.stop_request for cb in self.callbacks if cb.stop_request]
+        sums = _world_sums(losses, self.stage.loss_keys, stop_votes=len(requests))
+        reduced = {
+            k: s / c if c > 0 else float("nan") for k, (s, c) in zip(self.stage.loss_keys, sums, strict=False)
+        }
+        if sums[-1][0] > 0 and not self.should_stop:
+            self.stop(requests[0] if requests else "stop requested on another rank")
         elapsed = time.perf_counter() - start
         gbs = self.job.train.global_batch_size
         self.state.step += 1
@@ -179,22 +190,50 @@ class Trainer:
         return metrics
 
 
-def reduce_loss_sums(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Per key ``[sum, count]`` over micro-batches, summed over every rank of the world.
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested dict/list/tuple) batch moved to ``device``; other values unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _world_sums(
+    losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...], stop_votes: int = 0
+) -> list[list[float]]:
+    """Per key ``[sum, count]`` over micro-batches, summed over every rank of the world, then
+    ``[stop votes, 0]``: one all-reduce and one device-to-host copy a step (the step time of a
+    small model is sensitive to every extra collective and tensor op).
 
     Only the last pipeline stage holds losses (the others contribute zeros); TP/CP ranks hold
     copies, which scale sum and count alike, so the ratio is the exact per-token mean over the
     global batch.
     """
-    sums = torch.zeros(len(keys), 2, dtype=torch.float64)
-    for item in losses or []:
-        for i, key in enumerate(keys):
-            if key in item:
-                sums[i] += item[key].detach().to("cpu", torch.float64).view(2)
-    sums = sums.to("cuda" if torch.cuda.is_available() else "cpu")
-    dist.all_reduce(sums)
-    sums = sums.cpu()
-    return {key: sums[i] for i, key in enumerate(keys)}
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    rows = []
+    for key in keys:
+        parts = [item[key].detach().view(2) for item in losses or () if key in item]
+        if parts:
+            rows.append(torch.stack(parts).to(device, torch.float64).sum(0))
+        else:
+            rows.append(torch.zeros(2, dtype=torch.float64, device=device))
+    rows.append(torch.tensor([float(stop_votes), 0.0], dtype=torch.float64, device=device))
+    flat = torch.stack(rows)
+    dist.all_reduce(flat)
+    return flat.tolist()
+
+
+def reduce_loss_sums(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per key ``[sum, count]`` (float64, CPU) over micro-batches and every rank of the world."""
+    sums = _world_sums(losses, keys)
+    return {key: torch.tensor(sums[i], dtype=torch.float64) for i, key in enumerate(keys)}
 
 
 def reduce_losses(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, float]:

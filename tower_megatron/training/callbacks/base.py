@@ -19,6 +19,10 @@ CALLBACKS: Registry[type[Callback]] = Registry("callback")
 
 class Callback:
     priority = 50
+    # Set to a reason to stop the whole run at the next step boundary (e.g. from a signal
+    # handler). The trainer ORs requests across ranks inside the step's loss all-reduce, so all
+    # ranks stop on the same step; the checkpoint callback then sees ``trainer.should_stop``.
+    stop_request: str | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
         pass

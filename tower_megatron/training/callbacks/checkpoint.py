@@ -8,9 +8,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
-
 from tower_megatron.training.callbacks.base import CALLBACKS, Callback
 from tower_megatron.training.checkpointing import save_checkpoint
 
@@ -54,8 +51,9 @@ class CheckpointCallback(Callback):
 class PreemptionCallback(Callback):
     """Turns SIGTERM/SIGUSR1 into a clean stop at the next step boundary.
 
-    A signal may reach only some ranks, so every step the flag is OR-reduced across the world;
-    all ranks then stop on the same step and the checkpoint callback (which runs later) saves.
+    A signal may reach only some ranks: the handler sets :attr:`stop_request`, which the trainer
+    ORs across the world inside the step's loss all-reduce (no extra collective a step); all
+    ranks then stop on the same step and the checkpoint callback saves.
     """
 
     priority = 5
@@ -67,20 +65,11 @@ class PreemptionCallback(Callback):
 
     def _handler(self, signum, frame) -> None:
         self.received = signum
+        self.stop_request = f"signal {signal.Signals(signum).name}"
 
     def on_train_start(self, trainer: Trainer) -> None:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handler)
-
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        flag = torch.tensor([1 if self.received is not None else 0], dtype=torch.int32)
-        if torch.cuda.is_available():
-            flag = flag.cuda()
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if int(flag.item()):
-            trainer.stop(
-                f"signal {signal.Signals(self.received).name if self.received else 'on another rank'}"
-            )
 
     def on_train_end(self, trainer: Trainer) -> None:
         for sig, previous in self._previous.items():

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tower_megatron.config.model import ModelConfig
 from tower_megatron.config.schema import JobConfig
+from tower_megatron.models import flops_per_token
 from tower_megatron.training.callbacks.base import Callback
 from tower_megatron.training.callbacks.checkpoint import CheckpointCallback, PreemptionCallback
 from tower_megatron.training.callbacks.loggers import (
@@ -17,7 +18,6 @@ from tower_megatron.training.callbacks.loggers import (
     WandbLogger,
 )
 from tower_megatron.training.callbacks.throughput import ThroughputMonitor
-from tower_megatron.training.flops import flops_per_token
 
 if TYPE_CHECKING:
     from tower_megatron.training.trainer import Trainer
