@@ -35,12 +35,15 @@ setup(
         "rich",
         "psutil",  # megatron-core's dist_checkpointing needs it but does not declare it
         "py3langid",
+        "langcodes",  # BCP 47 validation and language names in translation templates
+        "language-data",  # langcodes' names ("Portuguese (Portugal)")
         "zstandard",
         "matplotlib",
         "sacrebleu",
     ],
     extras_require={
         "gpu": ["transformer-engine[pytorch]"],
+        "tools": ["polib"],  # tools/build_corpus.py reads .po catalogs
         "dev": ["pytest>=8", "pytest-timeout", "ruff"],
     },
     entry_points={"console_scripts": ["tower-megatron=tower_megatron.cli:main"]},

@@ -34,10 +34,41 @@ def schema_keys(schema: type) -> list[str]:
     return keys
 
 
+# Names users bring from Megatron-LM / NeMo / HF for keys we spell otherwise; spelling alone would
+# not find them ("learning_rate" is closer to "min_lr" than to "lr").
+ALIASES = {
+    "learning_rate": "lr",
+    "max_steps": "train_steps",
+    "train_iters": "train_steps",
+    "max_lr": "lr",
+    "lr_warmup_iters": "warmup_steps",
+    "lr_warmup_steps": "warmup_steps",
+    "lr_decay_style": "decay_style",
+    "lr_decay_iters": "decay_steps",
+    "tp": "tensor_model_parallel_size",
+    "tensor_parallel_size": "tensor_model_parallel_size",
+    "pp": "pipeline_model_parallel_size",
+    "pipeline_parallel_size": "pipeline_model_parallel_size",
+    "seq_len": "seq_length",
+    "encoder_seq_length": "seq_length",
+    "micro_batch": "micro_batch_size",
+    "global_batch": "global_batch_size",
+    "data_path": "paths",
+    "tokenizer_model": "path",
+    "save_interval_steps": "save_interval",
+}
+
+
 def closest_key(key: str, schema: type) -> str | None:
-    """The valid key a typo most likely meant: same section first, then anywhere."""
+    """The valid key a typo most likely meant: a known alias, same section first, then anywhere."""
     keys = schema_keys(schema)
     parent, _, leaf = key.rpartition(".")
+    alias = ALIASES.get(leaf)
+    if alias:
+        hits = [k for k in keys if k.rpartition(".")[2] == alias]
+        same_section = [k for k in hits if k.rpartition(".")[0] == parent]
+        if same_section or hits:
+            return (same_section or hits)[0]
     siblings = [k for k in keys if k.rpartition(".")[0] == parent]
     for pool, probe in ((siblings, key), (keys, key), (keys, leaf)):
         if not pool:
@@ -79,17 +110,40 @@ def _origin(source: str, key: str) -> str:
     return f"{source}, line {line}" if line else source
 
 
-def _translate(exc: OmegaConfBaseException, schema: type, source: str) -> ConfigError:
-    key = getattr(exc, "full_key", "") or ""
+def _section_replaced(base: Any, layer: Any, prefix: str = "") -> str | None:
+    """The dotted key where ``layer`` puts a plain value over a whole section (``train: 5``):
+    OmegaConf reports that merge error without naming any key."""
+    if not isinstance(base, DictConfig) or not isinstance(layer, DictConfig):
+        return None
+    for key in layer:
+        if key not in base:
+            continue
+        sub_base, sub_layer = base._get_node(key), layer._get_node(key)
+        if isinstance(sub_base, DictConfig) and not isinstance(sub_layer, DictConfig):
+            return f"{prefix}{key}"
+        found = _section_replaced(sub_base, sub_layer, f"{prefix}{key}.")
+        if found:
+            return found
+    return None
+
+
+def _translate(exc: OmegaConfBaseException, schema: type, source: str, key: str = "") -> ConfigError:
+    key = getattr(exc, "full_key", "") or key
     where = _origin(source, key)
+    if not key:
+        return ConfigError(f"invalid config ({where}): {str(exc).splitlines()[0]}")
     if isinstance(exc, ConfigKeyError) or "not in struct" in str(exc) or "Key '" in str(exc):
         hint = closest_key(key, schema)
         did_you_mean = f" Did you mean '{hint}'?" if hint else ""
         return ConfigError(f"unknown config key '{key}' ({where}).{did_you_mean}")
+    msg = str(exc).splitlines()[0]
+    if "is not a ListConfig" in msg:
+        msg = f"expected a list, e.g. {key}=[a,b] on the command line or a YAML sequence"
+    elif "is not a subclass of" in msg:
+        msg = f"'{key}' is a section: set its fields (e.g. {key}.<field>=value), not the section itself"
     if isinstance(exc, ValidationError):
-        msg = str(exc).splitlines()[0]
         return ConfigError(f"bad value for '{key}' ({where}): {msg}")
-    return ConfigError(f"invalid config ({where}): {str(exc).splitlines()[0]}")
+    return ConfigError(f"invalid value for '{key}' ({where}): {msg}")
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -99,14 +153,18 @@ def _parse_override(item: str) -> tuple[str, Any]:
     key = key.strip().lstrip("+")
     if not key:
         raise ConfigError(f"override {item!r} has an empty key")
-    return key, OmegaConf.from_dotlist([item.lstrip("+")])
+    try:
+        return key, OmegaConf.from_dotlist([item.lstrip("+")])
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:  # e.g. an unclosed bracket
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"cannot parse override {item!r}: {problem}") from None
 
 
 def _merge(base: DictConfig, layer: Any, schema: type, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise _translate(exc, schema, source) from None
+        raise _translate(exc, schema, source, _section_replaced(base, layer) or "") from None
 
 
 def load_yaml(path: str | Path) -> DictConfig:
@@ -124,18 +182,57 @@ def load_yaml(path: str | Path) -> DictConfig:
     return loaded
 
 
+INCLUDE_KEY = "defaults"
+
+
+def _merge_file(merged: DictConfig, path: Path, schema: type, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """Merges ``path`` into ``merged``, after the files its ``defaults:`` list names.
+
+    ``defaults: [data/demo_mixture.yaml]`` (paths relative to the including file) composes a
+    recipe from shared parts, as Hydra's defaults list does; the including file wins.
+    """
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: '{INCLUDE_KEY}' includes itself via {' -> '.join(map(str, seen))}")
+    layer = load_yaml(path)
+    includes = layer.pop(INCLUDE_KEY, None) if INCLUDE_KEY in layer else None
+    if includes is not None:
+        if isinstance(includes, str):
+            includes = [includes]
+        if not OmegaConf.is_list(includes) and not isinstance(includes, list):
+            raise ConfigError(
+                f"{path}, line {yaml_line(path, INCLUDE_KEY)}: '{INCLUDE_KEY}' must be a list of YAML paths"
+            )
+        for item in includes:
+            included = Path(str(item))
+            if not included.is_absolute():
+                included = path.parent / included
+            if not included.is_file():
+                raise ConfigError(
+                    f"{path}, line {yaml_line(path, INCLUDE_KEY)}: included file not found: {included}"
+                )
+            merged = _merge_file(merged, included, schema, (*seen, resolved))
+    return _merge(merged, layer, schema, str(path))
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """Schema defaults ← YAML file ← overrides, checked for unknown keys and wrong types."""
+    """Schema defaults ← included YAML files ← YAML file ← overrides, checked for unknown keys
+    and wrong types."""
     merged = OmegaConf.structured(schema)
     if path is not None:
-        merged = _merge(merged, load_yaml(path), schema, str(path))
+        merged = _merge_file(merged, Path(path), schema)
+    origins: dict[str, str] = {}  # key -> the last override that set it
     for item in overrides:
         key, layer = _parse_override(item)
         merged = _merge(merged, layer, schema, f"override '{item}'")
+        origins[key] = f"override '{item}'"
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise _translate(exc, schema, str(path) if path else "config") from None
+        # Interpolations resolve only here; point at whichever layer set the failing key.
+        key = getattr(exc, "full_key", "") or ""
+        source = origins.get(key) or (str(path) if path else "config")
+        raise _translate(exc, schema, source) from None
 
 
 def to_yaml(cfg: Any) -> str:

@@ -20,6 +20,10 @@ DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("online", "offline", "disabled")
 OPTIMIZERS = ("adam", "sgd")
 TOKENIZER_TYPES = ("sentencepiece", "huggingface")
+TRANSFORMER_IMPLS = ("auto", "local", "transformer_engine")
+FP8_FORMATS = ("e4m3", "hybrid")
+FP8_RECIPES = ("delayed", "tensorwise", "blockwise", "mxfp8")
+RECOMPUTE = ("selective", "full")
 
 
 def _choice(errors: list[str], key: str, value: object, choices: tuple[str, ...]) -> None:
@@ -57,6 +61,9 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
     _choice(errors, "logging.wandb.mode", job.logging.wandb.mode, WANDB_MODES)
     _choice(errors, "optimizer.name", opt.name, OPTIMIZERS)
     _choice(errors, "data.tokenizer.type", job.data.tokenizer.type, TOKENIZER_TYPES)
+    _choice(errors, "model.transformer_impl", job.model.transformer_impl, TRANSFORMER_IMPLS)
+    if job.model.recompute_granularity is not None:
+        _choice(errors, "model.recompute_granularity", job.model.recompute_granularity, RECOMPUTE)
     _registered(errors, "train.stage", train.stage, STAGES)
     _registered(errors, "model.arch", job.model.arch, MODEL_FAMILIES)
 
@@ -88,11 +95,14 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
     if job.run.device == "cuda" and not cuda_available:
         errors.append("run.device=cuda but no CUDA device is visible")
     on_cpu = job.run.device == "cpu" or (job.run.device == "auto" and not cuda_available)
-    if job.model.fp8.format is not None:
-        _choice(errors, "model.fp8.format", job.model.fp8.format, ("e4m3", "hybrid"))
+    fp8 = job.model.fp8
+    if fp8.format is not None:
+        _choice(errors, "model.fp8.format", fp8.format, FP8_FORMATS)
+        _choice(errors, "model.fp8.recipe", fp8.recipe, FP8_RECIPES)
         if on_cpu:
             errors.append(
-                "model.fp8.format is set but this run is on CPU: FP8 needs Transformer Engine on a GPU"
+                f"model.fp8.format={fp8.format!r} but this run is on CPU: FP8 needs Transformer Engine "
+                "on a GPU (unset model.fp8.format for CPU runs)"
             )
         if job.model.fp8.param and not par.use_distributed_optimizer:
             errors.append("model.fp8.param=true needs parallel.use_distributed_optimizer=true")
@@ -102,23 +112,44 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
     # ---- model shape versus layout
     if job.model.arch in MODEL_FAMILIES:
         try:
-            model = resolve_model_config(job.model)
+            model = resolve_model_config(job.model, _tokenizer_vocab_size(job, errors))
         except (ValueError, FileNotFoundError, KeyError) as exc:
-            errors.append(f"model: {exc}")
+            text = str(exc)
+            if not text.startswith("model."):
+                key = (
+                    "model.preset"
+                    if "preset" in text
+                    else "model.hf_config"
+                    if job.model.hf_config
+                    else "model"
+                )
+                text = f"{key}: {text}"
+            errors.append(text)
             model = None
         if model is not None and min(tp, pp) >= 1:
             stages = pp * (vpp or 1)
             if model.num_layers % stages:
                 errors.append(
-                    f"model.num_layers={model.num_layers} is not divisible by pipeline_model_parallel_size"
-                    f"{' × virtual_pipeline_model_parallel_size' if vpp else ''} = {stages}"
+                    f"model.num_layers={model.num_layers} is not divisible by "
+                    + (
+                        f"parallel.pipeline_model_parallel_size × virtual_pipeline_model_parallel_size "
+                        f"= {pp}×{vpp}"
+                        if vpp
+                        else f"parallel.pipeline_model_parallel_size={pp}"
+                    )
                 )
             if model.num_attention_heads % tp:
                 errors.append(
-                    f"model.num_attention_heads={model.num_attention_heads} is not divisible by TP={tp}"
+                    f"model.num_attention_heads={model.num_attention_heads} is not divisible by "
+                    f"parallel.tensor_model_parallel_size={tp}"
                 )
-            if model.num_query_groups and model.num_query_groups % tp:
-                errors.append(f"model.num_query_groups={model.num_query_groups} is not divisible by TP={tp}")
+            elif model.num_query_groups and model.num_query_groups % tp:
+                # Only when the heads divide: with plain multi-head attention groups == heads and
+                # a second message would repeat the first.
+                errors.append(
+                    f"model.num_query_groups={model.num_query_groups} is not divisible by "
+                    f"parallel.tensor_model_parallel_size={tp}"
+                )
             if model.max_position_embeddings and train.seq_length > model.max_position_embeddings:
                 errors.append(
                     f"train.seq_length={train.seq_length} exceeds model.max_position_embeddings={model.max_position_embeddings}"
@@ -139,9 +170,19 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
             f"train.global_batch_size={train.global_batch_size} is not divisible by "
             f"train.micro_batch_size × data-parallel size = {train.micro_batch_size}×{dp}"
         )
+    elif dp and train.micro_batch_size >= 1 and vpp and pp > 1:
+        # Megatron's interleaved schedule runs micro-batches in groups of PP per virtual stage
+        # and refuses a partial last group (schedules.py: "dependency bubbles").
+        micro = train.global_batch_size // (train.micro_batch_size * dp)
+        if micro % pp:
+            errors.append(
+                f"train.global_batch_size={train.global_batch_size} gives {micro} micro-batches per "
+                f"data-parallel rank, not a multiple of parallel.pipeline_model_parallel_size={pp} "
+                "as the interleaved (virtual pipeline) schedule needs"
+            )
     if opt.lr <= 0:
         errors.append(f"optimizer.lr={opt.lr} must be > 0")
-    if opt.min_lr > opt.lr:
+    elif opt.min_lr > opt.lr:
         errors.append(f"optimizer.min_lr={opt.min_lr} is larger than optimizer.lr={opt.lr}")
     if sched.warmup_steps < 0 or sched.warmup_steps > train.train_steps:
         errors.append(
@@ -154,33 +195,71 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
     if job.logging.wandb.project is None and job.logging.wandb.mode == "offline":
         pass  # offline without a project simply disables W&B
 
-    # ---- files that must exist
-    tok = job.data.tokenizer.path
-    if not tok:
-        errors.append("data.tokenizer.path is not set")
-    elif not Path(tok).exists():
-        errors.append(f"data.tokenizer.path: no such file or directory: {tok}")
+    # ---- files that must exist (the tokenizer was checked with the model above)
     if job.checkpoint.load and not Path(job.checkpoint.load).exists():
         errors.append(f"checkpoint.load: no such directory: {job.checkpoint.load}")
     _check_data_files(job, errors)
 
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
     if errors:
-        raise ConfigError("\n  - ".join([f"{len(errors)} problem(s) in the config:", *errors]))
+        raise ConfigError("\n  - ".join([f"{len(errors)} problems in the config:", *errors]))
+
+
+def _tokenizer_vocab_size(job: JobConfig, errors: list[str]) -> int | None:
+    """The tokenizer's vocabulary size (so an embedding too small for it fails here, before the
+    run directory exists), or None after recording why the tokenizer is unusable."""
+    from tower_megatron.resources import resolve
+
+    tok = job.data.tokenizer
+    if not tok.path:
+        errors.append("data.tokenizer.path is not set")
+        return None
+    if not Path(resolve(tok.path)).exists():
+        errors.append(f"data.tokenizer.path: no such file or directory: {tok.path}")
+        return None
+    if tok.type not in TOKENIZER_TYPES:
+        return None  # already reported as a bad choice
+    from tower_megatron.data.tokenizer import build_tokenizer
+
+    try:
+        return int(build_tokenizer(tok).vocab_size)
+    except Exception as exc:  # any library's load failure is a config problem here
+        errors.append(f"data.tokenizer.path: cannot load {tok.path} as {tok.type}: {exc}")
+        return None
 
 
 def _check_data_files(job: JobConfig, errors: list[str]) -> None:
-    from tower_megatron.data.gpt_datasets import dataset_spec
+    from tower_megatron.data.gpt_datasets import dataset_spec, mixture_enabled
 
-    mixture = getattr(job.data, "mixture", None)
-    has_mixture = mixture is not None and getattr(mixture, "sources", None)
-    if not job.data.paths and not has_mixture:
+    if not job.data.paths and not mixture_enabled(job.data):
         errors.append("no training data: set data.paths (IndexedDataset prefixes) or data.mixture")
+        return
+    if mixture_enabled(job.data) and _stats_will_be_built(job, errors):
         return
     try:
         dataset_spec(job.data)
     except (ValueError, FileNotFoundError) as exc:
         errors.append(str(exc))
     for name, prefix in job.data.valid_paths.items():
-        for suffix in (".bin", ".idx"):
-            if not Path(prefix + suffix).is_file():
-                errors.append(f"data.valid_paths.{name}: missing {prefix + suffix}")
+        missing = [prefix + sfx for sfx in (".bin", ".idx") if not Path(prefix + sfx).is_file()]
+        if missing:  # one message per set, whether one or both files are absent
+            errors.append(f"data.valid_paths.{name}: missing {' and '.join(missing)}")
+
+
+def _stats_will_be_built(job: JobConfig, errors: list[str]) -> bool:
+    """A mixture whose ``stats.json`` is missing but whose ``preprocess`` recipe will build it at
+    start-up: check that recipe now instead (the token files cannot be checked yet)."""
+    from tower_megatron.config.loader import load_config
+    from tower_megatron.config.preprocess import PreprocessConfig
+    from tower_megatron.data.mixture import _stats_path
+    from tower_megatron.resources import resolve
+
+    mix = job.data.mixture
+    if not mix.preprocess or all(_stats_path(s).is_file() for s in mix.stats):
+        return False
+    try:
+        load_config(PreprocessConfig, resolve(mix.preprocess))
+    except ConfigError as exc:
+        errors.append(f"data.mixture.preprocess: {exc}")
+    return True
