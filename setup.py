@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = Path(__file__).parent
 
@@ -16,9 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.12",
-    packages=find_packages(include=["tower_megatron", "tower_megatron.*"]),
+    # Namespace discovery so the data folders under resources/ (corpus, tokenizer) ship as
+    # package data of an installed wheel; `resource:` paths in configs resolve through them.
+    packages=find_namespace_packages(include=["tower_megatron", "tower_megatron.*"]),
     include_package_data=True,
-    package_data={"tower_megatron": ["resources/**/*", "configs/**/*.yaml"]},
+    package_data={"tower_megatron.resources": ["**/*"]},
     install_requires=[
         "megatron-core>=0.19,<0.20",
         "torch>=2.6",

@@ -57,7 +57,7 @@ class PlainLoop:
         from megatron.core.pipeline_parallel import get_forward_backward_func
         from megatron.core.transformer.transformer_config import TransformerConfig
 
-        job, m = trainer.job, trainer.model_cfg_dict
+        job, m = trainer.job, trainer.model_config
         ours = trainer.model[0].module
         bf16 = job.train.precision == "bf16"
         dtype = torch.bfloat16 if bf16 else torch.float32

@@ -23,7 +23,6 @@ format, ``fully_sharded_model_space``, is never used: it cannot be saved on this
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -41,7 +40,7 @@ from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from tower_megatron.config.loader import ConfigError
 from tower_megatron.models.checkpoint import load_model_checkpoint
-from tower_megatron.utils.atomic import write_json, write_text
+from tower_megatron.utils.atomic import replace_path, write_json, write_text
 
 if TYPE_CHECKING:
     from tower_megatron.training.trainer import Trainer
@@ -282,17 +281,11 @@ def save_checkpoint(trainer: Trainer, root: Path, keep_last: int = 0) -> Path:
             "layout": layout(),
             "optimizer_format": optimizer_format(trainer),
             "stage": trainer.job.train.stage,
-            "model": getattr(trainer, "model_cfg_dict", None),
+            "model": trainer.model_config,
         }
         write_json(tmp / META_FILE, meta)
-        if final.exists():  # re-saving a step: move the old one aside (a .tmp_ name: cleaned up)
-            aside = root / f"{TMP_PREFIX}old_{name}"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(final, aside)
-            os.replace(tmp, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        # Re-saving a step moves the old one aside under a .tmp_ name, which start-up cleans.
+        replace_path(tmp, final, aside=root / f"{TMP_PREFIX}old_{name}")
         write_text(root / LATEST_FILE, name + "\n")
         if keep_last > 0:
             for old in complete_checkpoints(root)[:-keep_last]:
@@ -332,7 +325,7 @@ def _check_model_matches(trainer: Trainer, path: Path, meta: dict[str, Any]) -> 
     if problems:
         listed = sorted(problems)
         more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
-        diff = _config_diff(meta.get("model"), getattr(trainer, "model_cfg_dict", None))
+        diff = _config_diff(meta.get("model"), trainer.model_config)
         raise CheckpointError(
             f"checkpoint {path} does not fit this model{diff}: {'; '.join(listed[:3])}{more}"
         )

@@ -86,9 +86,18 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     history = HistoryCallback()
     callbacks = [*build_callbacks(job, run_dir, model_cfg), history, *extra_callbacks]
     trainer = Trainer(
-        job, runtime, stage, built.chunks, optimizer, scheduler, train_ds, valid_sets, callbacks, run_dir
+        job,
+        runtime,
+        stage,
+        built.chunks,
+        optimizer,
+        scheduler,
+        train_ds,
+        valid_sets,
+        callbacks,
+        run_dir,
+        model_config=dataclasses.asdict(model_cfg),
     )
-    trainer.model_cfg_dict = dataclasses.asdict(model_cfg)
 
     # Resuming this run's own newest complete checkpoint wins over checkpoint.load (which only
     # seeds a fresh run), so a preempted job restarted with the same command continues.

@@ -47,12 +47,15 @@ class Trainer:
         valid_datasets: dict[str, Any],
         callbacks: list[Callback],
         run_dir: Path,
+        model_config: dict[str, Any] | None = None,
     ) -> None:
         self.job, self.runtime, self.stage = job, runtime, stage
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_dataset, self.valid_datasets = train_dataset, valid_datasets
         self.callbacks = sorted(callbacks, key=lambda cb: cb.priority)
         self.run_dir = run_dir
+        # The resolved architecture, stored in checkpoints so conversion and shape checks know it.
+        self.model_config = model_config
         self.state = TrainState()
         self.should_stop = False
         self.stop_reason = ""
@@ -174,6 +177,8 @@ class Trainer:
         total = torch.zeros(2, dtype=torch.float64)
         for name, dataset in self.valid_datasets.items():
             num_micro = min(train.eval_steps * self.num_microbatches, len(dataset) // per_micro)
+            if len(self.model) > 1:  # the interleaved schedule needs a multiple of PP micro-batches
+                num_micro -= num_micro % self.runtime.pp
             if num_micro == 0:
                 continue
             losses = self._run_schedule(self._iterator(dataset, 0), num_micro, forward_only=True)

@@ -16,6 +16,23 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def replace_path(source: Path, target: Path, aside: Path | None = None) -> None:
+    """``os.replace(source, target)`` that also works when both are directories.
+
+    ``os.replace`` cannot overwrite a non-empty directory, so the old one is moved to ``aside``
+    first and deleted after; a crash in between leaves ``target`` either old or new, plus a
+    leftover ``aside`` that the caller's clean-up recognises by name.
+    """
+    if source.is_dir() and target.is_dir():
+        aside = aside or target.with_name(f".{target.name}.old")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+        os.replace(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``target``; renamed onto it only if the block succeeds.
@@ -30,15 +47,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if tmp_path.is_dir() and target.is_dir():
-            # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp_path, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_path, target)
+        replace_path(tmp_path, target)
     finally:
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)
