@@ -192,8 +192,6 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
         errors.append("scheduler.decay_style=WSD needs scheduler.wsd_decay_steps")
     if job.checkpoint.keep_last < 0 or job.checkpoint.save_interval < 0:
         errors.append("checkpoint.keep_last and checkpoint.save_interval must be ≥ 0")
-    if job.logging.wandb.project is None and job.logging.wandb.mode == "offline":
-        pass  # offline without a project simply disables W&B
 
     # ---- files that must exist (the tokenizer was checked with the model above)
     if job.checkpoint.load and not Path(job.checkpoint.load).exists():
@@ -230,7 +228,7 @@ def _tokenizer_vocab_size(job: JobConfig, errors: list[str]) -> int | None:
 
 
 def _check_data_files(job: JobConfig, errors: list[str]) -> None:
-    from tower_megatron.data.gpt_datasets import dataset_spec, mixture_enabled
+    from tower_megatron.data.gpt_datasets import dataset_spec, missing_token_files, mixture_enabled
 
     if not job.data.paths and not mixture_enabled(job.data):
         errors.append("no training data: set data.paths (IndexedDataset prefixes) or data.mixture")
@@ -242,7 +240,7 @@ def _check_data_files(job: JobConfig, errors: list[str]) -> None:
     except (ValueError, FileNotFoundError) as exc:
         errors.append(str(exc))
     for name, prefix in job.data.valid_paths.items():
-        missing = [prefix + sfx for sfx in (".bin", ".idx") if not Path(prefix + sfx).is_file()]
+        missing = missing_token_files(prefix)
         if missing:  # one message per set, whether one or both files are absent
             errors.append(f"data.valid_paths.{name}: missing {' and '.join(missing)}")
 

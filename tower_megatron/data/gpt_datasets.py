@@ -18,6 +18,11 @@ class DatasetSpec:
     valid_sets: dict[str, str]
 
 
+def missing_token_files(prefix: str) -> list[str]:
+    """The ``.bin``/``.idx`` files of an IndexedDataset prefix that do not exist."""
+    return [prefix + suffix for suffix in (".bin", ".idx") if not Path(prefix + suffix).is_file()]
+
+
 def parse_blend(paths: list[str]) -> list[tuple[float, str]]:
     """Megatron-LM ``--data-path`` syntax: ``[w1, p1, w2, p2]`` or plain ``[p1, p2]`` (equal)."""
     if not paths:
@@ -39,9 +44,9 @@ def parse_blend(paths: list[str]) -> list[tuple[float, str]]:
     for weight, prefix in pairs:
         if weight < 0:
             raise ValueError(f"data.paths: negative weight {weight} for {prefix}")
-        for suffix in (".bin", ".idx"):
-            if not Path(prefix + suffix).is_file():
-                raise FileNotFoundError(f"data.paths: missing {prefix + suffix}")
+        missing = missing_token_files(prefix)
+        if missing:
+            raise FileNotFoundError(f"data.paths: missing {missing[0]}")
     return pairs
 
 

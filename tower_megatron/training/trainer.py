@@ -239,9 +239,3 @@ def reduce_loss_sums(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...
     """Per key ``[sum, count]`` (float64, CPU) over micro-batches and every rank of the world."""
     sums = _world_sums(losses, keys)
     return {key: torch.tensor(sums[i], dtype=torch.float64) for i, key in enumerate(keys)}
-
-
-def reduce_losses(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, float]:
-    return {
-        k: float(v[0] / v[1]) if v[1] > 0 else float("nan") for k, v in reduce_loss_sums(losses, keys).items()
-    }
