@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from tower_megatron.alignment.config import DPOConfig, GRPOConfig, LossFnConfig, SFTConfig
 from tower_megatron.config.data import DataConfig
 from tower_megatron.config.model import ModelConfig
 
@@ -119,3 +120,8 @@ class JobConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
+    # Stage sections: each read only by its stage (Stage.config_section).
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    loss_fn: LossFnConfig = field(default_factory=LossFnConfig)

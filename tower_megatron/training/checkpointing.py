@@ -257,6 +257,8 @@ def full_state(
         )
         state["opt_param_scheduler"] = trainer.scheduler.state_dict()
         state["train_state"] = trainer.state.as_dict()
+        # The stage's own resume state (GRPO's prompt sampler, ...), same on every rank.
+        state["stage_state"] = trainer.stage.state_dict()
     if with_rng:
         state["rng_state"] = _rng_state()
     return state
@@ -387,6 +389,8 @@ def load_checkpoint(trainer: Trainer, path: Path, with_optimizer: bool = True) -
     trainer.scheduler.load_state_dict(loaded["opt_param_scheduler"])
     for field, value in loaded["train_state"].items():
         setattr(trainer.state, field, int(value))
+    if loaded.get("stage_state"):
+        trainer.stage.load_state_dict(loaded["stage_state"])
     if "rng_state" in loaded:
         _set_rng_state(loaded["rng_state"])
     return meta

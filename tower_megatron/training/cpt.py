@@ -1,13 +1,16 @@
-"""Continued pretraining: next-token loss on Megatron ``GPTDataset`` samples of the mixture."""
+"""Continued pretraining: next-token loss on Megatron ``GPTDataset`` samples of the mixture.
+
+The simplest stage: everything but its data and forward step is the base class's default."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from tower_megatron.data.gpt_datasets import build_gpt_datasets
+from tower_megatron.data.gpt_datasets import build_gpt_datasets, prepare_mixture
 from tower_megatron.training.stage import STAGES, Stage, masked_token_loss
 
 
@@ -15,13 +18,21 @@ from tower_megatron.training.stage import STAGES, Stage, masked_token_loss
 class CPTStage(Stage):
     name = "cpt"
 
-    def build_datasets(self, train_samples: int, valid_samples: int, cache_dir: str):
+    def prepare_data(self, run_dir: Path) -> None:
+        """Resolves the language mixture (building missing token files) and writes its report."""
+        job = self.job
+        report_dir = Path(run_dir) / "mixture" if job.data.mixture.report else None
+        planned_tokens = job.train.train_steps * job.train.global_batch_size * job.train.seq_length
+        prepare_mixture(job.data, planned_tokens, report_dir)
+
+    def build_datasets(self, cache_dir: str):
+        train = self.job.train
         return build_gpt_datasets(
             self.job.data,
             self.tokenizer,
-            seq_length=self.job.train.seq_length,
-            train_samples=train_samples,
-            valid_samples=valid_samples,
+            seq_length=train.seq_length,
+            train_samples=self.num_train_samples(),
+            valid_samples=max(1, train.eval_steps) * train.global_batch_size,
             seed=self.job.run.seed,
             cache_dir=cache_dir,
         )

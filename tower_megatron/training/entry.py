@@ -32,12 +32,16 @@ def run_dir_of(job: JobConfig) -> Path:
 
 def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Runs a validated job in this process (one rank of the world). Returns the final train
-    state, the stop reason and the history of logged metrics (rank 0 holds every value)."""
-    from tower_megatron.data.gpt_datasets import prepare_mixture
+    state, the stop reason and the history of logged metrics (rank 0 holds every value).
+
+    The order matters: nothing is written before the runtime starts (validation ran in
+    :func:`load_job`); the stage prepares its data on the main rank before any rank reads it; the
+    trained model is built before the stage's extra (frozen) models so they can copy it.
+    """
     from tower_megatron.data.tokenizer import build_tokenizer
     from tower_megatron.models import resolve_model_config
     from tower_megatron.runtime import init_runtime
-    from tower_megatron.training.builder import build_model, build_optimizer, build_scheduler
+    from tower_megatron.training.builder import build_optimizer, build_scheduler
     from tower_megatron.training.callbacks.setup import HistoryCallback, build_callbacks
     from tower_megatron.training.checkpointing import (
         latest_checkpoint,
@@ -45,6 +49,7 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
         remove_incomplete,
         resolve_load_path,
     )
+    from tower_megatron.training.models import ModelFactory
     from tower_megatron.training.stage import build_stage
     from tower_megatron.training.trainer import Trainer
 
@@ -62,29 +67,26 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     )
     run_dir = run_dir_of(job)
     ckpt_root = run_dir / "checkpoints"
-    gbs = job.train.global_batch_size
+    tokenizer = build_tokenizer(job.data.tokenizer)
+    stage = build_stage(job, tokenizer, runtime)
     if runtime.is_main:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(job))
         for tmp in remove_incomplete(ckpt_root):
             print(f"removed the interrupted save {tmp}", flush=True)
-        report_dir = run_dir / "mixture" if job.data.mixture.report else None
-        prepare_mixture(job.data, job.train.train_steps * gbs * job.train.seq_length, report_dir)
+        stage.prepare_data(run_dir)
     dist.barrier()
 
-    tokenizer = build_tokenizer(job.data.tokenizer)
+    latest = latest_checkpoint(ckpt_root) if job.checkpoint.resume else None
     model_cfg = resolve_model_config(job.model, tokenizer.vocab_size)
-    built = build_model(job, model_cfg)
+    factory = ModelFactory(job, model_cfg)
+    # Weights that a checkpoint overwrites are not worth drawing (minutes per rank at 72B).
+    built = factory.build_trainable(initialize=latest is None and load_path is None)
     optimizer = build_optimizer(job, built.chunks)
     scheduler = build_scheduler(job, optimizer)
-    stage = build_stage(job, tokenizer)
-    train_ds, valid_sets = stage.build_datasets(
-        train_samples=job.train.train_steps * gbs,
-        valid_samples=max(1, job.train.eval_steps) * gbs,
-        cache_dir=job.data.cache_dir or str(run_dir / "data_cache"),
-    )
+    train_ds, valid_sets = stage.build_datasets(job.data.cache_dir or str(run_dir / "data_cache"))
     history = HistoryCallback()
-    callbacks = [*build_callbacks(job, run_dir, model_cfg), history, *extra_callbacks]
+    callbacks = [*build_callbacks(job, run_dir, model_cfg, runtime), history, *extra_callbacks]
     trainer = Trainer(
         job,
         runtime,
@@ -101,7 +103,6 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
 
     # Resuming this run's own newest complete checkpoint wins over checkpoint.load (which only
     # seeds a fresh run), so a preempted job restarted with the same command continues.
-    latest = latest_checkpoint(ckpt_root) if job.checkpoint.resume else None
     if latest is not None:
         load_checkpoint(trainer, latest)
         if runtime.is_main:
@@ -110,5 +111,9 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
         load_checkpoint(trainer, load_path, with_optimizer=job.checkpoint.load_optimizer)
         if runtime.is_main:
             print(f"loaded {load_path} (step {trainer.state.step})", flush=True)
+    # Extra models (a frozen reference) copy the weights the run starts from; on resume the
+    # stage's own checkpointed state says where its reference came from.
+    stage.build_models(factory)
+    stage.setup(trainer)
     trainer.fit()
     return {"state": trainer.state, "stop_reason": trainer.stop_reason, "history": history.records}

@@ -1,74 +1,168 @@
-"""Stage plugins: what one training step means (data, batch, loss) for CPT, SFT, DPO/WPO, GRPO.
+"""Stages: what training means for CPT, SFT, DPO/WPO and GRPO — each owns what differs.
 
-The trainer owns the loop, parallelism, optimizer, checkpoints and logging; a stage owns only
-what differs between training paradigms. A new stage is a subclass registered by name:
+A *stage* here is a training paradigm (OLMo-core calls it a ``TrainModule``), not a pipeline
+stage; this codebase calls pipeline stages "pipeline ranks" and their pieces "model chunks".
+
+The :class:`~tower_megatron.training.trainer.Trainer` owns the loop, parallelism, the optimizer,
+checkpoints and callbacks. A stage owns:
+
+- its config section (``config_section``) and its checks (:meth:`Stage.check_config`),
+- its data (:meth:`prepare_data`, :meth:`build_datasets`, :meth:`collate`),
+- extra models it needs, e.g. a frozen reference policy (:meth:`build_models`),
+- what one micro-batch computes (:meth:`forward_step`) and the tensor shape it sends between
+  pipeline ranks (:meth:`pipeline_shape`),
+- its loss normalisation: the loss function returns ``(loss_sum, count, report)`` and gradients
+  are divided by the global ``count`` — tokens for CPT/SFT, pairs for DPO, sequences or tokens for
+  GRPO — so any DP/micro-batch split gives the same gradients,
+- what one training step is (:meth:`train_step`; GRPO generates, scores and takes several
+  optimizer steps), and the state a checkpoint must hold to resume it exactly
+  (:meth:`state_dict`).
+
+A new stage is a subclass registered by name and selected with ``train.stage=<name>``::
 
     @STAGES.register("sft")
     class SFTStage(Stage): ...
-
-and selected with ``train.stage=sft``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tower_megatron.config.schema import JobConfig
 from tower_megatron.registry import Registry
 
+if TYPE_CHECKING:
+    from tower_megatron.runtime import Runtime
+    from tower_megatron.training.models import ModelFactory
+    from tower_megatron.training.trainer import Trainer
+
 STAGES: Registry[type[Stage]] = Registry("stage")
 
 LossFunc = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
+@dataclass
+class StepOutput:
+    """What one :meth:`Stage.train_step` produced. ``losses`` are the per-micro-batch report
+    dicts of the schedule (``{key: tensor([sum, count])}``); the trainer reduces them over the
+    world in one collective. ``metrics`` are extra values the stage reduced itself (GRPO rewards).
+    """
+
+    losses: list[dict[str, torch.Tensor]]
+    grad_norm: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    samples: int | None = None  # samples consumed (default: the global batch size)
+    tokens: int | None = None  # tokens fed through the model (default: samples × tokens/sample)
+
+
 class Stage:
-    """Base class. ``forward_step`` returns Megatron's ``(output_tensor, loss_func)`` pair; the
-    ``loss_func`` returns ``(loss_sum, num_tokens, {name: tensor([sum, count])})`` so the loss is
-    averaged per token across micro-batches and data-parallel ranks (calculate_per_token_loss)."""
+    """Base class; CPT (:mod:`tower_megatron.training.cpt`) is the simplest subclass."""
 
     name = "base"
-    # Keys of the loss_func's report dict; the first is the loss that is logged as train/loss.
+    # Keys of the loss_func's report dict; the first is the loss logged as train/loss.
     loss_keys: tuple[str, ...] = ("lm loss",)
+    # The JobConfig field this stage reads its own options from (None: no section).
+    config_section: str | None = None
 
-    def __init__(self, job: JobConfig, tokenizer: Any) -> None:
+    def __init__(self, job: JobConfig, tokenizer: Any, runtime: Runtime | None = None) -> None:
         self.job = job
         self.tokenizer = tokenizer
+        self.runtime = runtime
 
-    def build_datasets(
-        self, train_samples: int, valid_samples: int, cache_dir: str
-    ) -> tuple[Any, dict[str, Any]]:
+    @property
+    def options(self) -> Any:
+        """This stage's config section (``job.<config_section>``)."""
+        return getattr(self.job, self.config_section) if self.config_section else None
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def check_config(cls, job: JobConfig, world_size: int) -> list[str]:
+        """Problems with the stage's own options (each naming its key); run before anything
+        starts, by :func:`tower_megatron.config.validate.validate_job`."""
+        return []
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, run_dir: Any) -> None:
+        """Work done once, on the main rank, before any rank builds datasets (CPT resolves its
+        mixture and writes the report here)."""
+
+    def num_train_samples(self) -> int:
+        return self.job.train.train_steps * self.job.train.global_batch_size
+
+    def build_datasets(self, cache_dir: str) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return torch.utils.data.default_collate(samples)
 
-    def forward_step(
-        self, batch: dict[str, torch.Tensor], model: torch.nn.Module
-    ) -> tuple[torch.Tensor, LossFunc]:
+    # ------------------------------------------------------------------ models
+    def build_models(self, factory: ModelFactory) -> None:
+        """Builds extra models the stage needs (e.g. a frozen reference policy) with the same
+        layout as the trained one; called after the trained model exists."""
+
+    def setup(self, trainer: Trainer) -> None:
+        """Called once the trainer exists and any checkpoint is loaded, before the first step
+        (e.g. DPO computes reference log-probabilities here)."""
+
+    # ------------------------------------------------------------------ one step
+    def pipeline_shape(self) -> tuple[int, int]:
+        """``(seq_length, micro_batch_size)`` of the activations sent between pipeline ranks: a
+        preference stage runs chosen and rejected together, so its batch dimension doubles."""
+        return self.job.train.seq_length, self.job.train.micro_batch_size
+
+    def forward_step(self, batch: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[torch.Tensor, LossFunc]:
+        """Megatron's ``(output_tensor, loss_func)`` pair for one micro-batch."""
         raise NotImplementedError
+
+    def train_step(self, trainer: Trainer) -> StepOutput:
+        """One step: a forward/backward over a global batch, then one optimizer step."""
+        losses = trainer.forward_backward(trainer.train_iterator(), trainer.num_microbatches)
+        return StepOutput(losses=losses, grad_norm=trainer.optimizer_step())
 
     def tokens_per_sample(self) -> int:
         """Tokens a sample feeds through the model (for throughput and MFU)."""
         return self.job.train.seq_length
 
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """What an exact resume needs beyond weights, optimizer and train state (same on every
+        rank; saved with the checkpoint's common state)."""
+        return {}
 
-# Modules whose import registers stages (later stages add their module here).
-STAGE_MODULES = ("tower_megatron.training.cpt",)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+# Modules whose import registers stages.
+STAGE_MODULES = (
+    "tower_megatron.training.cpt",
+    "tower_megatron.alignment.sft",
+    "tower_megatron.alignment.preference",
+    "tower_megatron.alignment.grpo",
+)
 
 
 def load_stage_plugins() -> None:
-    import importlib
-
     for module in STAGE_MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a stage that exists but fails to import is a real error
+                raise
 
 
-def build_stage(job: JobConfig, tokenizer: Any) -> Stage:
+def stage_class(name: str) -> type[Stage]:
     load_stage_plugins()
-    return STAGES.get(job.train.stage)(job, tokenizer)
+    return STAGES.get(name)
+
+
+def build_stage(job: JobConfig, tokenizer: Any, runtime: Runtime | None = None) -> Stage:
+    return stage_class(job.train.stage)(job, tokenizer, runtime)
 
 
 def masked_token_loss(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, key: str = "lm loss"):

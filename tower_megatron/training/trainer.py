@@ -83,14 +83,16 @@ class Trainer:
     def stop(self, reason: str) -> None:
         self.should_stop, self.stop_reason = True, reason
 
-    # ------------------------------------------------------------------ one step
+    # ------------------------------------------------------------------ building blocks
+    # Stages compose their train_step from these; the default (Stage.train_step) is
+    # forward_backward over one global batch, then optimizer_step.
     def _forward_step(self, data_iterator, model):
         batch = next(data_iterator)
         if not self.runtime.is_cpu:  # loaders yield CPU tensors; the model is on this rank's GPU
             batch = to_device(batch, self.runtime.device)
         return self.stage.forward_step(batch, model)
 
-    def _iterator(self, dataset: Any, consumed: int) -> Any:
+    def make_iterator(self, dataset: Any, consumed: int = 0, collate_fn: Any = None) -> Any:
         """One loader per model chunk: the interleaved schedule pulls each chunk's micro-batches
         from that chunk's own iterator, so every chunk must see the same stream."""
         loaders = [
@@ -101,64 +103,88 @@ class Trainer:
                 self.runtime.dp,
                 consumed_samples=consumed,
                 num_workers=self.job.data.num_workers,
-                collate_fn=self.stage.collate,
+                collate_fn=collate_fn or self.stage.collate,
             )
             for _ in self.model
         ]
         return loaders if len(loaders) > 1 else loaders[0]
 
-    def _run_schedule(self, data_iterator: Any, num_microbatches: int, forward_only: bool) -> list[dict]:
-        vpp = len(self.model)
+    def train_iterator(self) -> Any:
+        """The training stream, positioned after the samples consumed so far (kept across steps)."""
+        if self._train_iter is None:
+            self._train_iter = self.make_iterator(self.train_dataset, self.state.consumed_samples)
+        return self._train_iter
+
+    def run_schedule(
+        self,
+        data_iterator: Any,
+        num_microbatches: int,
+        forward_only: bool,
+        forward_step: Any = None,
+        shape: tuple[int, int] | None = None,
+    ) -> list[dict]:
+        """Megatron's pipeline schedule over ``num_microbatches`` micro-batches with
+        ``forward_step`` (default: the stage's); ``shape`` is ``(seq_length, micro_batch_size)``
+        of the activations sent between pipeline ranks (default: the stage's)."""
+        seq_length, micro_batch = shape or self.stage.pipeline_shape()
+        step = self._forward_step if forward_step is None else forward_step
         return self._fb(
-            forward_step_func=self._forward_step,
+            forward_step_func=step,
             data_iterator=data_iterator,
-            model=self.model if vpp > 1 else self.model[0],
+            model=self.model if len(self.model) > 1 else self.model[0],
             num_microbatches=num_microbatches,
-            seq_length=self.job.train.seq_length,
-            micro_batch_size=self.job.train.micro_batch_size,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch,
             forward_only=forward_only,
         )
 
-    def train_step(self) -> dict[str, float]:
-        if self._train_iter is None:
-            self._train_iter = self._iterator(self.train_dataset, self.state.consumed_samples)
-        start = time.perf_counter()
+    def forward_backward(self, data_iterator: Any, num_microbatches: int, **kwargs: Any) -> list[dict]:
+        """Zeroes the gradients, then forward and backward over the micro-batches."""
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
-        losses = self._run_schedule(self._train_iter, self.num_microbatches, forward_only=False)
+        return self.run_schedule(data_iterator, num_microbatches, forward_only=False, **kwargs)
+
+    def optimizer_step(self) -> float | None:
+        """One optimizer and scheduler step on the accumulated gradients; returns the grad norm."""
         updated, grad_norm, _ = self.optimizer.step()
         if updated:
             self.scheduler.step(increment=1)
+        return float(grad_norm) if grad_norm is not None else None
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        out = self.stage.train_step(self)
         # Callbacks' stop requests (e.g. a preemption signal on one rank) ride in the loss
         # all-reduce: every rank learns of any request on the same step, with no extra collective.
         requests = [cb.stop_request for cb in self.callbacks if cb.stop_request]
-        sums = _world_sums(losses, self.stage.loss_keys, stop_votes=len(requests))
-        reduced = {
-            k: s / c if c > 0 else float("nan") for k, (s, c) in zip(self.stage.loss_keys, sums, strict=False)
-        }
+        keys = self.stage.loss_keys
+        sums = _world_sums(out.losses, keys, self.runtime.device, stop_votes=len(requests))
+        reduced = {k: s / c if c > 0 else float("nan") for k, (s, c) in zip(keys, sums, strict=False)}
         if sums[-1][0] > 0 and not self.should_stop:
             self.stop(requests[0] if requests else "stop requested on another rank")
         elapsed = time.perf_counter() - start
-        gbs = self.job.train.global_batch_size
+        samples = out.samples if out.samples is not None else self.job.train.global_batch_size
+        tokens = out.tokens if out.tokens is not None else samples * self.stage.tokens_per_sample()
         self.state.step += 1
-        self.state.consumed_samples += gbs
-        tokens = gbs * self.stage.tokens_per_sample()
+        self.state.consumed_samples += samples
         self.state.consumed_tokens += tokens
-        loss = reduced[self.stage.loss_keys[0]]
+        loss = reduced[keys[0]]
         if self.job.train.exit_on_nan and not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {self.state.step}")
-        metrics = {f"train/{k.replace(' ', '_')}": v for k, v in reduced.items()}
+        metrics = {f"train/{_metric_name(k)}": v for k, v in reduced.items()}
         metrics.update(
             {
                 "train/loss": loss,
                 "train/lr": self.optimizer.param_groups[0]["lr"],
-                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "train/grad_norm": out.grad_norm if out.grad_norm is not None else float("nan"),
                 "train/step_time_s": elapsed,
                 "train/tokens_per_s": tokens / elapsed,
                 "train/consumed_tokens": float(self.state.consumed_tokens),
             }
         )
+        metrics.update(out.metrics)
         return metrics
 
     # ------------------------------------------------------------------ validation
@@ -174,6 +200,7 @@ class Trainer:
         train = self.job.train
         per_micro = train.micro_batch_size * self.runtime.dp
         metrics: dict[str, float] = {}
+        keys = self.stage.loss_keys
         total = torch.zeros(2, dtype=torch.float64)
         for name, dataset in self.valid_datasets.items():
             num_micro = min(train.eval_steps * self.num_microbatches, len(dataset) // per_micro)
@@ -181,11 +208,14 @@ class Trainer:
                 num_micro -= num_micro % self.runtime.pp
             if num_micro == 0:
                 continue
-            losses = self._run_schedule(self._iterator(dataset, 0), num_micro, forward_only=True)
-            sums = reduce_loss_sums(losses, self.stage.loss_keys)[self.stage.loss_keys[0]]
-            if sums[1] > 0:
-                metrics[f"valid/loss/{name}"] = float(sums[0] / sums[1])
-                total += sums
+            losses = self.run_schedule(self.make_iterator(dataset, 0), num_micro, forward_only=True)
+            sums = reduce_loss_sums(losses, keys, self.runtime.device)
+            if sums[keys[0]][1] > 0:
+                metrics[f"valid/loss/{name}"] = float(sums[keys[0]][0] / sums[keys[0]][1])
+                total += sums[keys[0]]
+            for key in keys[1:]:  # a stage's other reports (DPO reward accuracy, ...) per set
+                if sums[key][1] > 0:
+                    metrics[f"valid/{_metric_name(key)}/{name}"] = float(sums[key][0] / sums[key][1])
         if total[1] > 0:
             metrics["valid/loss"] = float(total[0] / total[1])
             metrics["valid/ppl"] = float(math.exp(min(metrics["valid/loss"], 50.0)))
@@ -206,8 +236,15 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _metric_name(key: str) -> str:
+    return key.replace(" ", "_")
+
+
 def _world_sums(
-    losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...], stop_votes: int = 0
+    losses: list[dict[str, torch.Tensor]],
+    keys: tuple[str, ...],
+    device: torch.device,
+    stop_votes: int = 0,
 ) -> list[list[float]]:
     """Per key ``[sum, count]`` over micro-batches, summed over every rank of the world, then
     ``[stop votes, 0]``: one all-reduce and one device-to-host copy a step (the step time of a
@@ -217,11 +254,6 @@ def _world_sums(
     copies, which scale sum and count alike, so the ratio is the exact per-token mean over the
     global batch.
     """
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cpu")
-    )
     rows = []
     for key in keys:
         parts = [item[key].detach().view(2) for item in losses or () if key in item]
@@ -235,7 +267,9 @@ def _world_sums(
     return flat.tolist()
 
 
-def reduce_loss_sums(losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def reduce_loss_sums(
+    losses: list[dict[str, torch.Tensor]], keys: tuple[str, ...], device: torch.device
+) -> dict[str, torch.Tensor]:
     """Per key ``[sum, count]`` (float64, CPU) over micro-batches and every rank of the world."""
-    sums = _world_sums(losses, keys)
+    sums = _world_sums(losses, keys, device)
     return {key: torch.tensor(sums[i], dtype=torch.float64) for i, key in enumerate(keys)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tower_megatron.config.model import ModelConfig
 from tower_megatron.config.schema import JobConfig
@@ -38,7 +38,7 @@ class HistoryCallback(Callback):
         self.records.append({"step": trainer.state.step, **metrics})
 
 
-def build_callbacks(job: JobConfig, run_dir: Path, model: ModelConfig) -> list[Callback]:
+def build_callbacks(job: JobConfig, run_dir: Path, model: ModelConfig, runtime: Any = None) -> list[Callback]:
     log = job.logging
     callbacks: list[Callback] = [
         ThroughputMonitor(flops_per_token(model, job.train.seq_length), job.train.precision, log.peak_tflops),
