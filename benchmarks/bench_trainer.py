@@ -6,7 +6,9 @@
 Our side is the whole user path: ``run_training`` → ``Trainer.fit`` → ``train_step`` through the
 CPT stage plugin, with the default callbacks (throughput, preemption check, checkpoint cadence,
 ``metrics.jsonl``, history). The plain side is what one writes by hand from Megatron-Core's
-documentation: ``GPTModel`` (Megatron's local spec) + DDP + ``get_megatron_optimizer`` +
+documentation around the same model modules as ours (``family.build``: the same
+``TransformerConfig``, layer spec and model class, so the ratio is the trainer's overhead only) +
+Megatron DDP + ``get_megatron_optimizer`` +
 ``OptimizerParamScheduler`` + ``get_forward_backward_func``, over the same ``GPTDataset``, with the
 same batch sizes, starting from the same weights, and reducing the loss for reporting as
 Megatron-LM does.
@@ -36,7 +38,9 @@ from tower_megatron.training.callbacks.base import Callback
 
 
 def _sync() -> None:
-    if torch.cuda.is_available():  # the CPU runtime makes this a no-op stand-in
+    from tower_megatron.runtime import runtime_device
+
+    if runtime_device().type == "cuda":
         torch.cuda.synchronize()
 
 
@@ -50,55 +54,28 @@ class PlainLoop:
             DistributedDataParallelConfig,
             finalize_model_grads,
         )
-        from megatron.core.models.gpt import GPTModel
-        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
         from megatron.core.pipeline_parallel import get_forward_backward_func
-        from megatron.core.transformer.transformer_config import TransformerConfig
+
+        from tower_megatron.config.model import FP8Config, ModelConfig
+        from tower_megatron.models import MODEL_FAMILIES
 
         job, m = trainer.job, trainer.model_config
         ours = trainer.model[0].module
+        self.device = trainer.runtime.device
         bf16 = job.train.precision == "bf16"
         dtype = torch.bfloat16 if bf16 else torch.float32
-        config = TransformerConfig(
-            num_layers=m["num_layers"],
-            hidden_size=m["hidden_size"],
-            ffn_hidden_size=m["ffn_hidden_size"],
-            num_attention_heads=m["num_attention_heads"],
-            num_query_groups=m["num_query_groups"],
-            kv_channels=m["kv_channels"],
-            normalization=m["normalization"],
-            layernorm_epsilon=m["norm_epsilon"],
-            activation_func=torch.nn.functional.silu,
-            gated_linear_unit=True,
-            add_bias_linear=False,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            bias_activation_fusion=False,
-            masked_softmax_fusion=False,
-            bias_dropout_fusion=False,
-            apply_rope_fusion=False,
-            persist_layer_norm=False,
-            tensor_model_parallel_size=job.parallel.tensor_model_parallel_size,
-            params_dtype=dtype,
-            pipeline_dtype=dtype,
-            bf16=bf16,
-            use_cpu_initialization=True,
-            calculate_per_token_loss=True,
-        )
-        model = GPTModel(
-            config=config,
-            transformer_layer_spec=get_gpt_layer_local_spec(normalization=m["normalization"]),
-            vocab_size=ours.vocab_size,
-            max_sequence_length=m["max_position_embeddings"],
-            position_embedding_type="rope",
-            rotary_base=int(m["rotary_base"]),
-            share_embeddings_and_output_weights=False,
-        )
+        # The same modules as ours (the family's TransformerConfig, spec and model class, built
+        # through family.build), so the ratio measures the trainer around them, nothing else.
+        model_cfg = ModelConfig(**{**m, "fp8": FP8Config(**m["fp8"])})
+        family = MODEL_FAMILIES.get(model_cfg.arch)
+        config = family.transformer_config(model_cfg, job.parallel, job.train, device=self.device)
+        config.calculate_per_token_loss = True
+        config.batch_p2p_comm = dist.get_backend() != "gloo"
+        model = family.build(model_cfg, config, True, True, None, ours.vocab_size, device=self.device)
         model.load_state_dict(ours.state_dict())  # same start, so losses must match step by step
-        if torch.cuda.is_available():
-            model = model.cuda()
+        model = model.to(self.device)
         ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True)
         self.model = DistributedDataParallel(config, ddp_config, module=model)
         config.finalize_model_grads_func = finalize_model_grads
@@ -156,8 +133,8 @@ class PlainLoop:
 
     def forward_step(self, data_iterator, model):
         batch = next(data_iterator)
-        if torch.cuda.is_available():
-            batch = {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+        if self.device.type == "cuda":
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         return output, functools.partial(self.loss_func, batch["loss_mask"])
 
@@ -177,7 +154,7 @@ class PlainLoop:
         if updated:
             self.scheduler.step(increment=1)
         # Reported loss: per-token mean over the global batch (Megatron-LM reduces it too).
-        total = torch.zeros(2, device="cuda" if torch.cuda.is_available() else "cpu")
+        total = torch.zeros(2, device=self.device)
         for item in losses:
             total += item["lm loss"]
         dist.all_reduce(total)

@@ -31,6 +31,30 @@ VERBS: dict[str, tuple[str, str]] = {
         "tower_megatron.data.mixture:mixture_main",
         "resolve data.mixture of a recipe and write its report",
     ),
+    "eval": (
+        "tower_megatron.eval.runner:eval_main",
+        "evaluate a checkpoint: translation (chrF/BLEU), IFEval, IF-MT, LLM-judged chat",
+    ),
+    "serve": (
+        "tower_megatron.eval.serve:serve_main",
+        "OpenAI-compatible /v1/chat/completions and /v1/completions server on a checkpoint",
+    ),
+    "report": (
+        "tower_megatron.eval.report:report_main",
+        "table + translation-vs-general Pareto plot from several eval results",
+    ),
+    "generate": (
+        "tower_megatron.generation.generate_cli:generate_main",
+        "complete prompts/chats from JSONL with a checkpoint (any TP/PP)",
+    ),
+    "plan": (
+        "tower_megatron.planning.planner:plan_main",
+        "memory/layout plan per GPU (plan.gpus=N plan.gpu=h100 [plan.search=true])",
+    ),
+    "launch": (
+        "tower_megatron.runtime.launch:launch_main",
+        "print/write the torchrun or sbatch command of a multi-node job (launch.nodes=N ...)",
+    ),
 }
 
 

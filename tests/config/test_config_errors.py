@@ -166,8 +166,18 @@ def test_base_config_is_valid(base_files, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
-def test_every_case_is_a_distinct_kind():
-    assert len(CASES) >= 12
+def test_every_case_is_a_distinct_kind(base_files, tmp_path, monkeypatch):
+    """No two cases produce the same error message (each exercises its own check)."""
+    messages = {}
+    for name, case in CASES.items():
+        monkeypatch.setenv("WORLD_SIZE", str(case.world_size))
+        case_dir = tmp_path / name
+        case_dir.mkdir()
+        with pytest.raises(ConfigError) as info:
+            load_job(_config_file(case, base_files, case_dir), _overrides(case, case_dir, base_files))
+        messages[name] = str(info.value).replace(str(case_dir), "<tmp>")
+    duplicates = {m for m in messages.values() if list(messages.values()).count(m) > 1}
+    assert not duplicates, {n: m for n, m in messages.items() if m in duplicates}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

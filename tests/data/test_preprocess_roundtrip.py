@@ -147,7 +147,7 @@ def test_bulk_append_equals_add_document(tmp_path):
     import numpy as np
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from tower_megatron.data.writer import _add_documents
+    from tower_megatron.data.writer import TokenFile
 
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 8000, size=n).astype(np.int32) for n in (5, 1, 17, 3)]
@@ -155,9 +155,9 @@ def test_bulk_append_equals_add_document(tmp_path):
     for doc in docs:
         ref.add_document(doc, [len(doc)])
     ref.finalize(str(tmp_path / "ref.idx"))
-    bulk = IndexedDatasetBuilder(str(tmp_path / "bulk.bin"), dtype=np.uint16)
-    _add_documents(bulk, np.concatenate(docs[:2]), [5, 1])
-    _add_documents(bulk, np.concatenate(docs[2:]), [17, 3])
-    bulk.finalize(str(tmp_path / "bulk.idx"))
+    bulk = TokenFile(tmp_path / "bulk", np.uint16)
+    bulk.add(np.concatenate(docs[:2]), [5, 1])
+    bulk.add(np.concatenate(docs[2:]), [17, 3])
+    bulk.finalize()
     for ext in ("bin", "idx"):
         assert filecmp.cmp(tmp_path / f"ref.{ext}", tmp_path / f"bulk.{ext}", shallow=False)

@@ -116,18 +116,42 @@ def test_parameter_counts_match_published_sizes_on_meta_device():
         assert round(result["counts"][name] / 1e9, 1) == billions, name
 
 
-def test_flops_per_token():
-    model = resolve_model_config(ModelConfig(preset="qwen2.5-7b"))
-    n = count_parameters(model) - model.vocab_size * model.hidden_size  # input embedding: a lookup
-    short = flops_per_token(model, seq_length=1)
-    assert short == pytest.approx(
-        6 * n + 3 * 4 * model.num_attention_heads * model.kv_channels * model.num_layers, rel=1e-3
+def test_flops_per_token_gpt3_175b_by_hand():
+    """GPT-3 175B (96 layers, h=12288, s=2048, V=51200 padded) — Narayanan et al. 2021, appendix:
+    training FLOPs per token 72·l·h²·(1 + s/(6h) + V/(12·l·h)) without recomputation; Megatron-LM
+    today halves the s/(6h) attention term for causal masking (training.py "causal mask"):
+    72·96·12288² + 6·96·12288·2048 + 6·12288·51200 = 1 061 947 441 152."""
+    gpt3 = resolve_model_config(
+        ModelConfig(
+            num_layers=96,
+            hidden_size=12288,
+            num_attention_heads=96,
+            ffn_hidden_size=4 * 12288,
+            activation="gelu",
+            vocab_size=51200,
+        )
     )
-    long = flops_per_token(model, seq_length=8192)
-    attention = long - 6 * n
-    assert attention == pytest.approx(3 * 4 * 3584 * 28 * 8193 / 2, rel=1e-2)
-    # Gemma 2's sliding-window layers attend to at most 4096 keys: less attention work at 8192.
-    gemma = resolve_model_config(ModelConfig(preset="gemma2-9b"))
-    no_window = resolve_model_config(ModelConfig(preset="gemma2-9b", sliding_window=0))
-    assert flops_per_token(gemma, 8192) < flops_per_token(no_window, 8192)
-    assert flops_per_token(gemma, 4096) == pytest.approx(flops_per_token(no_window, 4096))
+    assert flops_per_token(gpt3, seq_length=2048) == 1_061_947_441_152
+
+
+def test_flops_per_token_gqa_swiglu_by_hand():
+    """Qwen 2.5 72B at seq 4096 (GQA 64:8, d=128, SwiGLU ffn 29568, V=152064, untied), per layer
+    and token: QKV 8192·(8192+2·1024) + core attention 8192·4096 (QKᵀ and AV over 4096/2 keys)
+    + output 8192² + MLP 3·8192·29568 = 911 212 544; ×80 layers + LM head 8192·152064, all ×6:
+    444 856 270 848. Llama-3-8B (32 layers, h=4096, 8 KV heads, ffn 14336, V=128256) at seq 8192:
+    51 470 401 536."""
+    qwen = resolve_model_config(ModelConfig(preset="qwen2.5-72b"))
+    assert flops_per_token(qwen, seq_length=4096) == 444_856_270_848
+    llama3_8b = resolve_model_config(
+        ModelConfig(
+            num_layers=32,
+            hidden_size=4096,
+            num_attention_heads=32,
+            num_query_groups=8,
+            ffn_hidden_size=14336,
+            vocab_size=128256,
+        )
+    )
+    assert flops_per_token(llama3_8b, seq_length=8192) == 51_470_401_536
+    # Megatron-LM counts the padded vocabulary when the caller passes it.
+    assert flops_per_token(llama3_8b, 8192, vocab_size=128256 + 128) == 51_470_401_536 + 6 * 4096 * 128

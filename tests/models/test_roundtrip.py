@@ -186,3 +186,18 @@ def test_cli_with_the_example_configs(roundtrips, tmp_path):
     )
     original, exported = _tensors(hf_dir), _tensors(back)
     assert all(torch.equal(exported[k], v) for k, v in original.items()) and len(exported) == len(original)
+
+
+def test_qwen2_export_keeps_max_window_layers(roundtrips):
+    """Windows on layers ≥ 2 (``max_window_layers=2``) come back as 2, not HF's default 28, so a
+    reader that derives the windows from ``max_window_layers`` sees the trained layout."""
+    from transformers import Qwen2Config
+
+    hf_dir, _, exported = roundtrips["qwen2_untied_window"]
+    source = json.loads((hf_dir / "config.json").read_text())
+    written = json.loads((exported / "config.json").read_text())
+    assert source["max_window_layers"] == 2
+    assert written["max_window_layers"] == 2
+    assert written["layer_types"] == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    without_layer_types = {k: v for k, v in written.items() if k != "layer_types"}
+    assert Qwen2Config(**without_layer_types).layer_types == written["layer_types"]

@@ -19,6 +19,16 @@ def _shim_checks() -> dict:
     out["to_cuda"] = torch.ones(2).to("cuda").device.type
     out["type_name"] = torch.ones(2).type()
     out["generator"] = torch.Generator(device="cuda").device.type
+    # The mapped constructor keeps isinstance both ways (Megatron's RNG code checks it).
+    from megatron.core.tensor_parallel.random import convert_cuda_rng_state
+
+    made = torch.Generator(device="cuda").manual_seed(3)
+    out["isinstance"] = [
+        isinstance(made, torch.Generator),
+        isinstance(torch.default_generator, torch.Generator),
+        isinstance(torch.Generator(), torch.Generator),
+    ]
+    out["megatron_generator_state"] = torch.equal(convert_cuda_rng_state(made), made.get_state())
 
     class MakesCudaInBackward(torch.autograd.Function):
         @staticmethod
@@ -56,6 +66,7 @@ def _shim_checks() -> dict:
     out["stream_standins"] = [torch.cuda.current_stream().query(), torch.cuda.Event().query()]
     cpu_shim.uninstall()
     out["uninstalled"] = not cpu_shim.is_installed()
+    out["generator_restored"] = torch.Generator is torch._C.Generator
     return out
 
 
@@ -63,9 +74,12 @@ def test_cpu_shim_maps_cuda_to_cpu():
     [out] = run_distributed(_shim_checks, world_size=1)
     assert out["factory"] == out["int_device"] == out["dot_cuda"] == out["to_cuda"] == "cpu"
     assert out["generator"] == "cpu"
+    assert out["isinstance"] == [True, True, True]
+    assert out["megatron_generator_state"]
     assert out["type_name"] == "torch.cuda.FloatTensor"
     assert out["backward_grad"] == [2.0, 2.0, 2.0]
     assert out["fork_restores_default_stream"]
     assert out["fork_advances_its_stream"]
     assert out["stream_standins"] == [True, True]
     assert out["uninstalled"]
+    assert out["generator_restored"]

@@ -1,21 +1,15 @@
-"""Config sections of the alignment stages (``sft:``, ``dpo:``, ``grpo:``, ``loss_fn:``).
+"""Config sections of the alignment stages (``dpo:``, ``grpo:``, ``loss_fn:``; SFT's options are
+about its data and live in ``data.sft``).
 
-Field names follow NeMo-Aligner (SFT, DPO) and NeMo-RL (GRPO, ``loss_fn``) where a field maps one
+Field names follow NeMo-Aligner (DPO) and NeMo-RL (GRPO, ``loss_fn``) where a field maps one
 to one, so a team coming from those recipes keeps its keys; ``docs/alignment.md`` lists each
 mapping. Light on purpose (no torch import): the job schema includes these dataclasses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
-
-
-@dataclass
-class SFTConfig:
-    """``train.stage=sft``: next-token loss on assistant tokens of chat data."""
-
-    packing: bool = True  # several conversations per sequence, no attention across them
 
 
 @dataclass
@@ -40,6 +34,8 @@ class GRPOConfig:
     """``train.stage=grpo``: group-relative policy optimisation with verifiable rewards
     (NeMo-RL names)."""
 
+    prompts: list[str] = field(default_factory=list)  # JSONL prompt sets (alignment/prompts.py)
+    chat_format: Optional[str] = None  # default: the model family's (gemma for plain GPT)
     num_prompts_per_step: int = 8
     num_generations_per_prompt: int = 4
     normalize_rewards: bool = True  # divide advantages by the group's reward std

@@ -48,6 +48,23 @@ class MixtureConfig:
 
 
 @dataclass
+class SFTDataConfig:
+    """``data.sft``: how ``train.stage=sft`` reads ``sft`` token files (see docs/data_sft.md)."""
+
+    packing: bool = True  # several conversations per row (segment_ids / position_ids restart)
+    overflow: str = "truncate"  # truncate | drop: conversations longer than seq_length (counted)
+    loss_on: str = "all"  # all | last: learn every assistant turn or only the final one
+    pack_group: int = 10000  # conversations packed together (first-fit decreasing within a group)
+
+
+@dataclass
+class PreferenceDataConfig:
+    """``data.preference``: how ``train.stage=dpo`` reads ``preference`` token files."""
+
+    overflow: str = "truncate"  # truncate | drop: pairs with a side longer than seq_length (counted)
+
+
+@dataclass
 class DataConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     # Megatron blend: prefixes of IndexedDataset .bin/.idx pairs, optionally weighted as
@@ -62,3 +79,5 @@ class DataConfig:
     reset_attention_mask: bool = False
     eod_mask_loss: bool = False
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    sft: SFTDataConfig = field(default_factory=SFTDataConfig)
+    preference: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)

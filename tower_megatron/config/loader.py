@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +25,31 @@ class ConfigError(ValueError):
     """A configuration that cannot run. Raised before any process group or file is created."""
 
 
+_LIST_INDEX = re.compile(r"\[\d+\]")
+
+
+def _list_item_type(schema: type, name: str) -> type | None:
+    """``SourceConfig`` for a field ``sources: list[SourceConfig]``, else None."""
+    try:
+        hint = typing.get_type_hints(schema).get(name)
+    except (NameError, TypeError):
+        return None
+    args = typing.get_args(hint) if typing.get_origin(hint) is list else ()
+    return args[0] if args and dataclasses.is_dataclass(args[0]) else None
+
+
 def schema_keys(schema: type) -> list[str]:
-    """All dotted keys of a dataclass schema (nested dataclasses flattened)."""
+    """All dotted keys of a dataclass schema (nested dataclasses flattened; the fields of a list
+    of dataclasses as ``sources[].name``)."""
     keys: list[str] = []
     for f in dataclasses.fields(schema):
         keys.append(f.name)
         sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(sub):
             keys.extend(f"{f.name}.{k}" for k in schema_keys(type(sub)))
+        item = _list_item_type(schema, f.name)
+        if item is not None:
+            keys.extend(f"{f.name}[].{k}" for k in schema_keys(item))
     return keys
 
 
@@ -60,7 +79,17 @@ ALIASES = {
 
 
 def closest_key(key: str, schema: type) -> str | None:
-    """The valid key a typo most likely meant: a known alias, same section first, then anywhere."""
+    """The valid key a typo most likely meant (never ``key`` itself), list indices kept:
+    ``sources[0].file`` → ``sources[0].files``."""
+    indices = iter(_LIST_INDEX.findall(key))
+    hint = _closest_key(_LIST_INDEX.sub("[]", key), schema)
+    if hint is not None:
+        hint = re.sub(r"\[\]", lambda _: next(indices, "[0]"), hint)
+    return None if hint == key else hint
+
+
+def _closest_key(key: str, schema: type) -> str | None:
+    """A known alias, same section first, then anywhere."""
     keys = schema_keys(schema)
     parent, _, leaf = key.rpartition(".")
     alias = ALIASES.get(leaf)
@@ -92,14 +121,20 @@ def yaml_line(path: str | Path, dotted_key: str) -> int | None:
         return None
     line = None
     for part in dotted_key.split("."):
+        name, *indices = part.replace("]", "").split("[")
         if not isinstance(node, yaml.MappingNode):
             return line
         for key_node, value_node in node.value:
-            if key_node.value == part:
+            if key_node.value == name:
                 line, node = key_node.start_mark.line + 1, value_node
                 break
         else:
             return line
+        for index in indices:  # sources[0]: the list item's line
+            if not isinstance(node, yaml.SequenceNode) or int(index) >= len(node.value):
+                return line
+            node = node.value[int(index)]
+            line = node.start_mark.line + 1
     return line
 
 
@@ -160,11 +195,41 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"cannot parse override {item!r}: {problem}") from None
 
 
+def _in_list_item(layer: Any, leaf: str, prefix: str = "") -> str | None:
+    """``sources[0].file`` for an unknown ``file`` inside a list item of ``layer``: OmegaConf
+    names such keys relative to the item, which would lose the list and its index."""
+    if OmegaConf.is_dict(layer):
+        for key in layer:
+            found = _in_list_item(layer._get_node(key), leaf, f"{prefix}.{key}" if prefix else str(key))
+            if found:
+                return found
+    elif OmegaConf.is_list(layer):
+        for i in range(len(layer)):
+            item = layer._get_node(i)
+            if OmegaConf.is_dict(item) and leaf in item:
+                return f"{prefix}[{i}].{leaf}"
+            found = _in_list_item(item, leaf, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def _merge(base: DictConfig, layer: Any, schema: type, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise _translate(exc, schema, source, _section_replaced(base, layer) or "") from None
+        key = _section_replaced(base, layer) or ""
+        leaf = getattr(exc, "full_key", "") or ""
+        if leaf and "." not in leaf and leaf not in base:
+            key = _in_list_item(layer, leaf) or key
+            if key:
+                exc.full_key = key  # type: ignore[attr-defined]
+        raise _translate(exc, schema, source, key) from None
+    except TypeError as exc:  # OmegaConf's "Cannot merge incompatible container types"
+        raise ConfigError(
+            f"invalid config ({_origin(source, '')}): {exc}; set a list as a whole (key=[a,b]) "
+            "and a section by its fields (section.field=value)"
+        ) from None
 
 
 def load_yaml(path: str | Path) -> DictConfig:
@@ -173,6 +238,11 @@ def load_yaml(path: str | Path) -> DictConfig:
         raise ConfigError(f"config file not found: {path}")
     try:
         loaded = OmegaConf.load(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the config as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark else str(path)

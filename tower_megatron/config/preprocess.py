@@ -5,6 +5,11 @@ A source is files + language (or pair) + kind. Records look like::
     mono:        {"text": "...", "lang": "pt"}                      (lang optional if the source sets it)
     parallel:    {"src": "...", "tgt": "...", "src_lang": "en", "tgt_lang": "pt"}   or TSV columns
     instruction: {"messages": [{"role": "user", "content": "..."}, ...], "lang": "pt"}
+    sft:         chat messages, NeMo-Aligner conversations or prompt/completion (data/sft_records.py)
+    preference:  {"prompt", "chosen", "rejected"} (TRL) or NeMo-Aligner's {..._response}
+
+``instruction`` chats become plain CPT text; ``sft``/``preference`` records are rendered through
+the job's ``chat_format`` and written with their assistant-span loss masks (docs/data_sft.md).
 
 Any record may carry ``"id"``: records sharing an id land in the same split (train/valid/test)
 across all sources, so e.g. a held-out article is held out of the mono and the parallel data alike.
@@ -42,7 +47,7 @@ class FilterConfig:
 @dataclass
 class SourceConfig:
     name: str = ""  # output files go to <output_dir>/<name>/<lang or src-tgt>.<split>.bin/.idx
-    kind: str = "mono"  # mono | parallel | instruction
+    kind: str = "mono"  # mono | parallel | instruction | sft | preference
     files: list[str] = field(default_factory=list)  # paths or globs; .gz/.zst read transparently
     format: str = "auto"  # auto (from the extension) | jsonl | tsv
     lang: Optional[str] = None  # mono/instruction: every record's language (else the record's "lang")
@@ -66,7 +71,7 @@ class PreprocessConfig:
     output_dir: str = "outputs/data"  # replaced atomically as a whole when the job succeeds
     sources: list[SourceConfig] = field(default_factory=list)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    chat_format: str = "gemma"  # instruction rendering: gemma | chatml
+    chat_format: str = "gemma"  # instruction/sft/preference rendering: gemma | chatml (data/chat_format.py)
     templates: dict[str, str] = field(default_factory=dict)  # extra named parallel templates
     seed: int = 1234  # template choice and nothing else: splits depend on content/ids only
     valid_fraction: float = 0.0  # share of records (by id or content hash) held out per source

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tower_megatron.alignment.config import DPOConfig, GRPOConfig, LossFnConfig, SFTConfig
+from tower_megatron.alignment.config import DPOConfig, GRPOConfig, LossFnConfig
 from tower_megatron.config.data import DataConfig
 from tower_megatron.config.model import ModelConfig
 
@@ -18,6 +18,9 @@ class RunConfig:
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
     distributed_timeout_minutes: int = 30
+    # A rank whose peer stops heartbeating for this long exits naming it (runtime/watchdog.py),
+    # instead of waiting out the process-group timeout; 0: off.
+    peer_failure_timeout_s: float = 120.0
 
 
 @dataclass
@@ -121,7 +124,6 @@ class JobConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
     # Stage sections: each read only by its stage (Stage.config_section).
-    sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     loss_fn: LossFnConfig = field(default_factory=LossFnConfig)

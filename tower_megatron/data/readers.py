@@ -43,6 +43,10 @@ def expand_files(patterns: list[str], source: str) -> list[Path]:
 
 
 def detect_format(path: Path, configured: str) -> str:
+    if configured not in FORMATS:  # checked with the config too; a direct caller gets it here
+        raise InputError(
+            str(path), None, "format", f"unknown format {configured!r}; known: {', '.join(FORMATS)}", "format"
+        )
     if configured != "auto":
         return configured
     suffixes = [s for s in path.suffixes if s not in (".gz", ".zst", ".zstd")]
@@ -56,6 +60,51 @@ def detect_format(path: Path, configured: str) -> str:
     )
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+FORMATS = ("auto", "jsonl", "tsv")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of consecutive zstd frames; an error when the input ends inside one.
+
+    python-zstandard's ``stream_reader`` reads a stream cut inside a later frame as a shorter
+    file, silently: a truncated download would lose its tail without a word.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False  # bytes of an unfinished frame were fed
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def _feed(self, chunk: bytes) -> bytes:
+        parts = []
+        while chunk:
+            if self._obj.eof:
+                self._obj = self._dctx.decompressobj()
+            parts.append(self._obj.decompress(chunk))
+            chunk = self._obj.unused_data if self._obj.eof else b""
+        self._in_frame = not self._obj.eof
+        return b"".join(parts)
+
+    def readinto(self, buffer) -> int:
+        while not len(self._out):
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise zstandard.ZstdError("the input ends inside a zstd frame (truncated file)")
+                return 0
+            self._out = memoryview(self._feed(chunk))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
 class LineReader:
     """Iterates ``(line_number, raw_line_without_newline)``; ``position()`` is the bytes read from
     disk so far (compressed bytes for compressed files) for the progress bar."""
@@ -67,7 +116,7 @@ class LineReader:
         if path.suffix == ".gz" or magic[:2] == b"\x1f\x8b":
             self._stream: io.BufferedIOBase = gzip.GzipFile(fileobj=self._raw)
         elif path.suffix in (".zst", ".zstd") or magic == b"\x28\xb5\x2f\xfd":
-            self._stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(self._raw))
+            self._stream = io.BufferedReader(_ZstdFrames(self._raw), buffer_size=1 << 20)
         else:
             self._stream = self._raw
         self.line = 0
@@ -79,6 +128,8 @@ class LineReader:
         try:
             for raw in self._stream:
                 self.line += 1
+                if self.line == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM) :]  # editors' byte-order mark: not part of the first record
                 yield self.line, raw.rstrip(b"\r\n")
         except (OSError, EOFError, zstandard.ZstdError) as exc:
             # Truncated or corrupt compressed data: name the last good line.

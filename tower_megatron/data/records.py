@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from tower_megatron.config.preprocess import FilterConfig
+from tower_megatron.data.chat_format import ChatFormatError
 from tower_megatron.data.languages import LanguageDetector, UnknownLanguageError, standardize
 from tower_megatron.data.readers import InputError
+from tower_megatron.data.sft_records import CHAT_KINDS, chat_record
 from tower_megatron.data.templates import CHAT_FORMATS, CHAT_ROLES, TemplatePicker
 
-KINDS = ("mono", "parallel", "instruction")
+KINDS = ("mono", "parallel", "instruction", "sft", "preference")
 TSV_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang", "text", "lang", "id", "skip")
+MAX_LINE_BYTES = 64 << 20  # one record; a larger line is an error (or a counted skip), not a stall
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Record:
     key: bytes
     split: str
     docs: list[tuple[str, str]] = field(default_factory=list)
+    # sft/preference: per document, the assistant spans (start char, end char, mask value)
+    spans: Optional[list[list[tuple[int, int, int]]]] = None
 
 
 class Filtered(Exception):  # noqa: N818 (a control-flow signal, not an error)
@@ -82,16 +87,25 @@ class RecordProcessor:
                     "wrong_columns",
                 )  # fmt: skip
             return {c: v for c, v in zip(src.columns, cells, strict=True) if c != "skip"}
+        if len(raw) > MAX_LINE_BYTES:
+            raise err(
+                None, f"line of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit", "line_too_long"
+            )
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise err(None, f"malformed JSON: {exc.msg} (column {exc.colno})", "malformed_json") from None
+        except RecursionError:
+            raise err(None, "JSON nested too deeply", "malformed_json") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise err(None, f"malformed JSON: {str(exc)[:120]}", "malformed_json") from None
         if not isinstance(obj, dict):
             raise err(None, f"expected a JSON object, got {type(obj).__name__}", "not_an_object")
         return obj
 
     # -- fields ----------------------------------------------------------------------------
-    def _text(self, obj: dict, name: str, err: _Err) -> str:
+    def _text(self, obj: dict, name: str, err: _Err, strip: bool = True) -> str:
+        """The field as a checked, normalized string; ``strip=False``: never stripped (chat kinds)."""
         if name not in obj:
             raise err(name, "missing", "missing_field")
         value = obj[name]
@@ -105,7 +119,7 @@ class RecordProcessor:
             ) from None
         if self.filters.normalize != "none":
             value = unicodedata.normalize(self.filters.normalize, value)
-        return value.strip() if self.filters.strip else value
+        return value.strip() if self.filters.strip and strip else value
 
     def _lang(self, obj: dict, name: str, fixed: Optional[str], err: _Err) -> str:
         value = obj.get(name)
@@ -113,6 +127,8 @@ class RecordProcessor:
             if fixed is None:
                 raise err(name, "missing (and the source sets no language)", "missing_field")
             return fixed
+        if not isinstance(value, str):
+            raise err(name, f"expected a language code string, got {type(value).__name__}", "wrong_type")
         try:
             lang = standardize(value)
         except UnknownLanguageError as exc:
@@ -135,7 +151,18 @@ class RecordProcessor:
 
     # -- kinds -----------------------------------------------------------------------------
     def process(self, raw: bytes, fmt: str, src: SourceSpec, path: str, line: int) -> Optional[Record]:
-        """None for a blank line; raises :class:`InputError` or :class:`Filtered`."""
+        """None for a blank line; raises :class:`InputError` or :class:`Filtered`, nothing else:
+        with ``on_error=skip`` any record-level problem must be a counted skip, never a crash."""
+        try:
+            return self._process(raw, fmt, src, path, line)
+        except (InputError, Filtered):
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            # A value of a type no field check anticipated: still this record's problem.
+            message = f"unexpected value ({type(exc).__name__}: {str(exc)[:200]})"
+            raise InputError(path, line, None, message, "bad_record") from None
+
+    def _process(self, raw: bytes, fmt: str, src: SourceSpec, path: str, line: int) -> Optional[Record]:
         if not raw.strip():
             return None
         err = _Err(path, line)
@@ -143,6 +170,7 @@ class RecordProcessor:
         doc_id = obj.get("id")
         if doc_id is not None and not isinstance(doc_id, (str, int)):
             raise err("id", f"expected a string or integer, got {type(doc_id).__name__}", "wrong_type")
+        spans = None
         if src.kind == "mono":
             lang = self._lang(obj, "lang", src.lang, err)
             text = self._text(obj, "text", err)
@@ -157,11 +185,17 @@ class RecordProcessor:
             answers = [m["content"] for m in messages if m["role"] == "assistant"]
             self._check_lang(answers[-1] if answers else contents, lang, lang)
             key = _digest("instruction", lang, *(f"{m['role']}\x00{m['content']}" for m in messages))
-            docs = [(lang, self.chat(messages))]
+            try:
+                docs = [(lang, self.chat(messages))]
+            except ChatFormatError as exc:  # role order (the format's rule, shared with SFT)
+                raise err(f"messages[{exc.index}].role", str(exc), "bad_roles") from None
+        elif src.kind in CHAT_KINDS:  # rendered with loss-mask spans: see data/sft_records.py
+            tag, parts, texts, spans = chat_record(self, obj, src, err)
+            key, docs = _digest(*parts), [(tag, t) for t in texts]
         else:
             key, docs = self._parallel(obj, src, err)
         split_key = f"id:{doc_id}".encode() if doc_id is not None else key
-        return Record(line, key, _split(split_key, src.valid_fraction, src.test_fraction), docs)
+        return Record(line, key, _split(split_key, src.valid_fraction, src.test_fraction), docs, spans)
 
     def _messages(self, obj: dict, err: _Err) -> list[dict]:
         messages = obj.get("messages")

@@ -1,16 +1,17 @@
 """How parallel pairs and chats become training text.
 
 Translation templates are registered by name and chosen per pair and direction with a seeded RNG
-(``tower`` is the Tower+ model card's prompt). Chat formats render ``{"messages": [...]}`` in the
-model's turn markup (Gemma 2's ``<start_of_turn>``, Qwen 2.5's ChatML).
+(``tower`` is the Tower+ model card's prompt). Chat formats (``{"messages": [...]}`` in the
+model's turn markup) are defined in :mod:`tower_megatron.data.chat_format`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tower_megatron.data.chat_format import CHAT_FORMATS, CHAT_ROLES
 from tower_megatron.data.languages import display_name
 from tower_megatron.registry import Registry
 
@@ -81,29 +82,11 @@ class TemplatePicker:
         return rng.choices(self.templates, weights=self.weights, k=1)[0]
 
 
-ChatFormat = Callable[[list[dict]], str]
-CHAT_FORMATS: Registry[ChatFormat] = Registry("chat format")
-
-
-@CHAT_FORMATS.register("gemma")
-def gemma_chat(messages: list[dict]) -> str:
-    """Gemma 2 turns: roles user/model, no system role (a system message joins the first user turn)."""
-    out, system = [], ""
-    for msg in messages:
-        if msg["role"] == "system":
-            system += msg["content"] + "\n\n"
-            continue
-        role = "model" if msg["role"] == "assistant" else "user"
-        content = (system + msg["content"]) if role == "user" else msg["content"]
-        system = "" if role == "user" else system
-        out.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
-    return "".join(out)
-
-
-@CHAT_FORMATS.register("chatml")
-def chatml_chat(messages: list[dict]) -> str:
-    """Qwen 2.5's ChatML."""
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-
-
-CHAT_ROLES = ("system", "user", "assistant")
+# Chat formats live in data/chat_format.py (one definition per family, shared with the exported
+# tokenizers' Jinja templates); a format called on messages returns the rendered text.
+gemma_chat = CHAT_FORMATS.get("gemma")
+chatml_chat = CHAT_FORMATS.get("chatml")
+__all__ = [
+    "CHAT_FORMATS", "CHAT_ROLES", "TRANSLATION_TEMPLATES", "TemplatePicker", "chatml_chat", "gemma_chat",
+    "register_template",
+]  # fmt: skip

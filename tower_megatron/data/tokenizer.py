@@ -39,9 +39,17 @@ def build_tokenizer(cfg: TokenizerConfig) -> Any:
 
     if cfg.type not in _LIBRARIES:
         raise ValueError(f"unknown data.tokenizer.type {cfg.type!r}; known: {', '.join(_LIBRARIES)}")
-    return MegatronTokenizer.from_pretrained(
-        _resolve_path(cfg), metadata_path={"library": _LIBRARIES[cfg.type]}
-    )
+    path = Path(_resolve_path(cfg))
+    if cfg.type == "huggingface" and path.is_file():
+        # Megatron hands the path to AutoTokenizer, which takes a file path for a hub repo id;
+        # the directory holding tokenizer.json (and any tokenizer_config.json beside it) loads.
+        if path.name != "tokenizer.json":
+            raise ValueError(
+                f"data.tokenizer.path: {path} is not a tokenizer.json; give a Hugging Face "
+                "tokenizer.json file or the directory holding it"
+            )
+        path = path.parent
+    return MegatronTokenizer.from_pretrained(str(path), metadata_path={"library": _LIBRARIES[cfg.type]})
 
 
 def tokenizer_fingerprint(cfg: TokenizerConfig) -> str:
@@ -54,15 +62,48 @@ def tokenizer_fingerprint(cfg: TokenizerConfig) -> str:
 
 
 def eod_and_vocab_size(cfg: TokenizerConfig) -> tuple[int, int]:
-    """``(build_tokenizer(cfg).eod, .vocab_size)``; for sentencepiece read from the model file
-    directly (Megatron's tokenizer module imports transformers: seconds per preprocess run)."""
+    """``(build_tokenizer(cfg).eod, .vocab_size)``, read from the tokenizer files directly where
+    they settle it: Megatron's tokenizer module imports torch, Megatron-Core and transformers,
+    3-10 s of start-up per preprocess run."""
     if cfg.type == "sentencepiece":
         import sentencepiece
 
         sp = sentencepiece.SentencePieceProcessor(model_file=_resolve_path(cfg))
         return sp.eos_id(), sp.get_piece_size()  # Megatron's SentencePieceTokenizer: eod = eos
+    direct = _hf_eod_and_vocab_size(Path(_resolve_path(cfg))) if cfg.type == "huggingface" else None
+    if direct is not None:
+        return direct
     tokenizer = build_tokenizer(cfg)
     return int(tokenizer.eod), int(tokenizer.vocab_size)
+
+
+# tokenizer_config.json classes that load tokenizer.json as it is (no model-specific rebuilding).
+_PLAIN_HF_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _hf_eod_and_vocab_size(path: Path) -> tuple[int, int] | None:
+    """What Megatron's ``HuggingFaceTokenizer`` reports (eod: the id of ``eos_token``; vocab size:
+    ``len(AutoTokenizer)``, every token including added ones), for a transformers directory whose
+    ``tokenizer_config.json`` names an ``eos_token`` already in ``tokenizer.json`` and adds no
+    tokens of its own; None (ask Megatron) for anything else."""
+    config_file, special_map = path / "tokenizer_config.json", path / "special_tokens_map.json"
+    if not path.is_dir() or not config_file.is_file() or special_map.exists() or (path / "added_tokens.json").exists():
+        return None
+    import json
+
+    from tokenizers import Tokenizer
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    eos = config.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if config.get("tokenizer_class") not in _PLAIN_HF_CLASSES or "auto_map" in config or not isinstance(eos, str):
+        return None
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    eod = tokenizer.token_to_id(eos)
+    added = config.get("added_tokens_decoder") or {}
+    if eod is None or any(tokenizer.id_to_token(int(i)) != t.get("content") for i, t in added.items()):
+        return None  # transformers would add tokens: let it count them
+    return eod, tokenizer.get_vocab_size(with_added_tokens=True)
 
 
 class BatchEncoder:

@@ -15,6 +15,8 @@ from tower_megatron.config.data import TokenizerConfig
 from tower_megatron.config.preprocess import FilterConfig
 from tower_megatron.data.readers import InputError
 from tower_megatron.data.records import Filtered, RecordProcessor, SourceSpec
+from tower_megatron.data.sft_records import CHAT_KINDS
+from tower_megatron.data.sft_tokens import ChatEncoder
 from tower_megatron.data.templates import register_template
 from tower_megatron.data.tokenizer import BatchEncoder
 
@@ -43,6 +45,7 @@ class ChunkResult:
     errors: list[tuple[str, Optional[int], Optional[str], str, str]] = field(default_factory=list)
     filtered: Counter = field(default_factory=Counter)  # (reason, tag) -> count
     blank: int = 0
+    masks: Optional[np.ndarray] = None  # sft/preference: uint8 loss-mask value per token (sft_tokens)
 
 
 class _Worker:
@@ -52,10 +55,13 @@ class _Worker:
         self.processor = RecordProcessor(job.filters, job.chat_format, job.seed)
         self.encoder = BatchEncoder(job.tokenizer, job.threads)
         self.eod = job.eod
+        self.job = job
+        self._chat_encoder: Optional[ChatEncoder] = None  # made on the first sft/preference chunk
 
     def run(self, source: SourceSpec, path: str, fmt: str, lines: list[tuple[int, bytes]]) -> ChunkResult:
         out = ChunkResult()
         texts: list[str] = []
+        spans: list = []
         for line, raw in lines:
             try:
                 record = self.processor.process(raw, fmt, source, path, line)
@@ -72,7 +78,15 @@ class _Worker:
             for tag, text in record.docs:
                 out.tags.append(tag)
                 texts.append(text)
-        if texts:
+            spans.extend(record.spans or ())
+        if texts and source.kind in CHAT_KINDS:  # no EOD: a chat ends with its end-of-turn marker
+            if self._chat_encoder is None:
+                self._chat_encoder = ChatEncoder(self.job.tokenizer, self.job.chat_format, self.job.threads)
+            ids, masks = self._chat_encoder.encode_chats(texts, spans)
+            out.lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+            out.tokens = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(out.lengths.sum()))
+            out.masks = np.concatenate(masks)
+        elif texts:
             ids = self.encoder.encode(texts)
             if self.eod is not None:
                 for x in ids:  # our own lists: appending is the cheapest way to add EOD

@@ -32,23 +32,73 @@ from tower_megatron.registry import Registry
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model arch")
 
 
-def te_available() -> bool:
+def _device_type(device: torch.device | str | None) -> str:
+    if device is None:  # outside a run: the device the runtime decided (or would decide)
+        from tower_megatron.runtime import runtime_device
+
+        return runtime_device().type
+    return torch.device(device).type
+
+
+def te_available(device: torch.device | str | None = None) -> bool:
+    """Transformer Engine imports and ``device`` (default: the runtime's) is a GPU."""
+    if _device_type(device) != "cuda":
+        return False
     try:
         import transformer_engine  # noqa: F401
     except Exception:
         return False
-    return torch.cuda.is_available()
+    return True
 
 
-def use_transformer_engine(model: ModelConfig) -> bool:
-    """``auto`` picks Transformer Engine when it imports and a GPU is present."""
+def use_transformer_engine(model: ModelConfig, device: torch.device | str | None = None) -> bool:
+    """``auto`` picks Transformer Engine when it imports and ``device`` is a GPU; a CPU device
+    always gets the local specs (``run.device=cpu`` on a GPU host included)."""
     if model.transformer_impl == "local":
         return False
     if model.transformer_impl == "transformer_engine":
-        if not te_available():
-            raise RuntimeError("model.transformer_impl=transformer_engine but TE is not importable on a GPU")
+        if not te_available(device):
+            raise RuntimeError(
+                "model.transformer_impl=transformer_engine but TE is not importable or the run's "
+                f"device is not a GPU ({_device_type(device)})"
+            )
         return True
-    return te_available()
+    return te_available(device)
+
+
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0), Blackwell
+MXFP8_MIN_CAPABILITY = (10, 0)  # block-scaled MXFP8: Blackwell only
+
+
+def fp8_problem(model: ModelConfig, device: torch.device | str | None = None) -> str | None:
+    """Why ``model.fp8`` cannot run on ``device`` (default: the runtime's), or None when it can.
+
+    FP8 needs Transformer Engine layers on a GPU of compute capability ≥ 8.9 (≥ 10.0 for the
+    ``mxfp8`` recipe). Every caller that trains with FP8 must either get it or this reason —
+    never a silent bf16 run.
+    """
+    fmt = model.fp8.format
+    if fmt is None:
+        return None
+    where = f"model.fp8.format={fmt!r}"
+    kind = _device_type(device)
+    if kind != "cuda":
+        return f"{where} needs a GPU, but the run's device is {kind} (unset model.fp8.format for CPU runs)"
+    if model.transformer_impl == "local":
+        return f"{where} needs Transformer Engine layers, but model.transformer_impl='local'"
+    try:
+        import transformer_engine  # noqa: F401
+    except Exception as exc:
+        return f"{where} needs Transformer Engine, which does not import ({exc}); pip install -e '.[gpu]'"
+    index = torch.device(device).index if device is not None else None
+    capability = torch.cuda.get_device_capability(index)
+    need = MXFP8_MIN_CAPABILITY if model.fp8.recipe == "mxfp8" else FP8_MIN_CAPABILITY
+    if capability < need:
+        return (
+            f"{where} (recipe {model.fp8.recipe}) needs a GPU of compute capability ≥ {need[0]}.{need[1]}; "
+            f"{torch.cuda.get_device_name(index)} is {capability[0]}.{capability[1]}"
+        )
+    return None
 
 
 def pad_vocab(vocab_size: int, divisible_by: int, tp: int) -> int:
@@ -196,12 +246,25 @@ class ModelFamily:
         return kwargs
 
     def transformer_config(
-        self, model: ModelConfig, parallel: ParallelConfig, train: TrainConfig, **extra: Any
+        self,
+        model: ModelConfig,
+        parallel: ParallelConfig,
+        train: TrainConfig,
+        device: torch.device | str | None = None,
+        **extra: Any,
     ) -> TransformerConfig:
+        """``device``: the run's (``Runtime.device``); decides TE/FP8 (default: the runtime's)."""
         act, gated = self.activation(model.activation)
         bf16 = train.precision == "bf16"
         dtype = torch.bfloat16 if bf16 else torch.float32
-        fp8 = model.fp8.format if use_transformer_engine(model) else None
+        fp8 = None
+        if model.fp8.format is not None and _device_type(device) == "cuda":
+            problem = fp8_problem(model, device)
+            if problem:  # a GPU run that asked for FP8 gets it or this error, never bf16
+                raise ValueError(problem)
+            fp8 = model.fp8.format
+        # On CPU, training with FP8 is rejected by validation (models/config_checks.py);
+        # converting or generating from an FP8-trained model there computes in bf16/fp32.
         kwargs: dict[str, Any] = dict(
             num_layers=model.num_layers,
             hidden_size=model.hidden_size,
@@ -233,7 +296,7 @@ class ModelFamily:
             bf16=bf16,
             fp16=False,
             # Building each full weight on CPU and then splitting it makes TP=N start from the
-            # same weights as TP=1 (MCORE_ON_CPU.md); on GPU it is the slower but exact path.
+            # same weights as TP=1 (docs/cpu_runtime.md, "Traps"); on GPU the slower, exact path.
             use_cpu_initialization=True,
             recompute_granularity=model.recompute_granularity,
             recompute_method="uniform" if model.recompute_granularity == "full" else None,
@@ -264,8 +327,12 @@ class ModelFamily:
         post_process: bool,
         vp_stage: int | None = None,
         padded_vocab_size: int | None = None,
+        device: torch.device | str | None = None,
     ) -> torch.nn.Module:
-        use_te = use_transformer_engine(model)
+        """The one place a Megatron model object is constructed (every stage, conversion and the
+        tools go through here): Megatron-Core 0.19 deprecates ``GPTModel`` for ``HybridModel``,
+        and switching is a change here only. ``device`` decides TE vs local specs."""
+        use_te = use_transformer_engine(model, device)
         return TowerGPTModel(
             config=config,
             transformer_layer_spec=block_spec(self.layer_spec(model, use_te), use_te, config, vp_stage),

@@ -72,31 +72,25 @@ def count_parameters_on_meta(model: ModelConfig, vocab_size: int | None = None) 
     return sum(p.numel() for p in params)
 
 
-def _mean_context(seq_length: int, window: int | None) -> float:
-    """Keys a query attends to on average under causal masking (and a sliding window)."""
-    s = seq_length
-    if not window or window >= s:
-        return (s + 1) / 2
-    return (window * (window + 1) / 2 + (s - window) * window) / s
+def flops_per_token(model: ModelConfig, seq_length: int, vocab_size: int | None = None) -> float:
+    """Model FLOPs of one training token, by Megatron-LM's formula, so MFU compares with
+    published Megatron figures.
 
-
-def flops_per_token(model: ModelConfig, seq_length: int) -> float:
-    """Model FLOPs of one training token (forward + backward = 3× forward; no recompute).
-
-    2 FLOPs per multiply-add of every weight matrix a token meets (QKV with GQA, output
-    projection, MLP — ×3/2 for gated units —, LM head) plus the attention products QKᵀ and AV
-    over the keys each query actually attends to: half the sequence under causal masking,
-    at most the window on Gemma 2's sliding-window layers. Embedding lookups, norms and
-    soft-capping are negligible and not counted.
+    Megatron-LM ``megatron/training/training.py`` ``num_floating_point_operations`` (dense
+    transformer branch; read at commit 001b00c of NVIDIA/Megatron-LM): every GEMM counts
+    2 FLOPs per multiply-add and 3 times (forward, weight-gradient, data-gradient backward);
+    per layer the QKV projection (GQA-sized), the core attention ``QKᵀ`` and ``AV`` over
+    ``seq_length / 2`` keys (causal masking: Megatron-LM halves it), the output projection and
+    the MLP (×3 GEMMs for gated units, ×2 otherwise); plus the LM head over the (padded)
+    vocabulary. Like Megatron-LM, sliding windows (Gemma 2) are not discounted, and activation
+    recomputation is not counted (model FLOPs, not hardware FLOPs). ``vocab_size``: the padded
+    embedding size (default: the model's).
     """
     h, d, f = model.hidden_size, model.kv_channels, model.ffn_hidden_size
     q, kv = model.num_attention_heads * d, model.num_query_groups * d
-    gated = model.activation in ("swiglu", "geglu")
-    dense = h * (q + 2 * kv) + q * h + h * f * (3 if gated else 2)
-    pattern = model.sliding_window_pattern or [0] * model.num_layers
-    attention = 0.0
-    for sliding in pattern:
-        window = model.sliding_window if (sliding and model.sliding_window) else None
-        attention += 2 * 2 * q * _mean_context(seq_length, window)  # QKᵀ and AV
-    forward = 2.0 * (model.num_layers * dense + h * (model.vocab_size or 0)) + attention
-    return 3.0 * forward
+    gemms = 3 * 2  # forward + two backward GEMMs, 2 FLOPs per multiply-add
+    ffn_gemms = 3 if model.activation in ("swiglu", "geglu") else 2
+    attention = h * (q + 2 * kv) + q * (seq_length / 2) * 2 + q * h
+    mlp = h * f * ffn_gemms
+    logits = h * (vocab_size or model.vocab_size or 0)
+    return float(gemms * (model.num_layers * (attention + mlp) + logits))

@@ -47,7 +47,7 @@ def gelu_tanh(x: Tensor) -> Tensor:
 def _tag_sequence_parallel(module: torch.nn.Module, config: TransformerConfig) -> None:
     # Under sequence parallelism each TP rank normalises a different slice of the sequence, so
     # the norm's gradients must be all-reduced across TP; Megatron does that for parameters
-    # carrying this attribute (untagged, training drifts silently: MCORE_ON_CPU.md).
+    # carrying this attribute (untagged, training drifts silently: docs/cpu_runtime.md, "Traps").
     for param in module.parameters():
         param.sequence_parallel = config.sequence_parallel
 

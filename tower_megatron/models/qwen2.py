@@ -89,18 +89,27 @@ class Qwen2Family(ModelFamily):
         )
         if model.kv_channels != model.hidden_size // model.num_attention_heads:
             fields["head_dim"] = model.kv_channels
-        for stale in (
-            "model_type",
-            "rope_theta",
-            "rope_scaling",
-            "transformers_version",
-            "max_window_layers",
-        ):
+        # Readers that ignore layer_types (transformers before it existed, some serving stacks)
+        # place the windows by max_window_layers; without it HF's default 28 comes back.
+        fields["max_window_layers"] = max_window_layers(
+            model.sliding_window_pattern if sliding else None, model.num_layers
+        )
+        for stale in ("model_type", "rope_theta", "rope_scaling", "transformers_version"):
             fields.pop(stale, None)
         return build_hf_config("qwen2", fields)
 
     def tensor_maps(self, model: ModelConfig) -> list[TensorMap]:
         return standard_maps(model, pre_mlp_norm="post_attention_layernorm", sandwich_norms=False)
+
+
+def max_window_layers(pattern: list[int] | None, num_layers: int) -> int:
+    """Qwen 2's ``max_window_layers``: layers ``i >= max_window_layers`` use the sliding window.
+
+    Exact for the patterns Qwen 2 produces (full attention first, windows after); any other
+    pattern is carried by ``layer_types`` only, and this names its first sliding layer.
+    """
+    sliding = [i for i, p in enumerate(pattern or []) if p]
+    return sliding[0] if sliding else num_layers
 
 
 MODEL_FAMILIES.register("qwen2")(Qwen2Family())

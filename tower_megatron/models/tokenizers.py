@@ -6,8 +6,9 @@ sentencepiece (``tokenizer.model``) and Qwen's byte-level BPE (``tokenizer.json`
 ``vocab.json``/``merges.txt``) are plain files, so carrying them is copying them.
 
 Chat templates: a checkpoint's own template always wins. Base checkpoints often ship none, and SFT
-needs one, so each family registers its instruction format here (:data:`CHAT_TEMPLATES`) and the
-converter writes it into ``tokenizer_config.json`` when the source has no template.
+needs one, so each family's instruction format (:data:`CHAT_TEMPLATES`, generated from
+:mod:`tower_megatron.data.chat_format`) is written into ``tokenizer_config.json`` when the source
+has no template.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tower_megatron.data.chat_format import CHAT_FORMATS
 from tower_megatron.registry import Registry
 
 TOKENIZER_FILES = (
@@ -33,32 +35,11 @@ TOKENIZER_FILES = (
 
 CHAT_TEMPLATES: Registry[str] = Registry("chat template")
 
-# Gemma's turn format (user/model turns; no system role; BOS first; EOS = <end_of_turn>).
-CHAT_TEMPLATES.register("gemma", "gemma2")(
-    "{{ bos_token }}"
-    "{% if messages and messages[0]['role'] == 'system' %}"
-    "{{ raise_exception('System role not supported') }}{% endif %}"
-    "{% for message in messages %}"
-    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-    "{% endif %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
-)
-
-# Qwen 2.5's ChatML with its default system prompt (the tool-calling branches of the official
-# template are not reproduced; instruct checkpoints carry the full template themselves).
-CHAT_TEMPLATES.register("chatml", "qwen2", "qwen2.5")(
-    "{% if not messages or messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# Generated from the one definition per family in data/chat_format.py, which also renders the
+# training data, so an exported checkpoint formats chats exactly as it was trained (no default
+# system prompt, no trimming; tests/data/test_chat_format.py checks token-level parity).
+CHAT_TEMPLATES.register("gemma", "gemma2")(CHAT_FORMATS.get("gemma").jinja())
+CHAT_TEMPLATES.register("chatml", "qwen2", "qwen2.5")(CHAT_FORMATS.get("chatml").jinja())
 
 
 def resolve_chat_template(spec: str | None, arch: str) -> str | None:

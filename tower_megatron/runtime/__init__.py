@@ -4,7 +4,9 @@ from tower_megatron.runtime.distributed import (
     Runtime,
     free_port,
     init_runtime,
+    resolve_device,
+    runtime_device,
     shutdown_runtime,
 )
 
-__all__ = ["Runtime", "free_port", "init_runtime", "shutdown_runtime"]
+__all__ = ["Runtime", "free_port", "init_runtime", "resolve_device", "runtime_device", "shutdown_runtime"]

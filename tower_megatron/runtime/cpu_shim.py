@@ -14,23 +14,27 @@ machine without a GPU this module makes those paths run on CPU, unchanged:
   wrapped to re-enter a fresh mode.
 * ``torch.cuda`` gets CPU stand-ins: the CUDA RNG *is* the CPU generator (so Megatron's RNG tracker
   forks and restores real state and dropout stays reproducible), and streams/events/synchronise
-  are no-ops (CPU work is synchronous).
+  are no-ops (CPU work is synchronous). These replacements of torch and Megatron-Core internals
+  live in :mod:`tower_megatron.runtime.compat`, which checks each target's existence and signature
+  before patching it.
 
 Limits, stated: fp32 and bf16 only (no fp16 loss scaling on CPU), no Transformer Engine, Apex,
 flash-attention or Triton kernels, no CUDA graphs, no dynamic inference engine; virtual pipeline
 parallelism over gloo needs ``batch_p2p_comm=False`` (the trainer sets it). Nothing here is
-active unless :func:`install` is called, which the runtime does only when CUDA is absent.
+active unless :func:`install` is called, which the runtime does when the resolved device is CPU
+(no CUDA device visible, or ``run.device=cpu``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from tower_megatron.runtime import compat
 
 _CUDA_TYPE_NAMES = {
     "torch.FloatTensor": "torch.cuda.FloatTensor",
@@ -39,7 +43,6 @@ _CUDA_TYPE_NAMES = {
 }
 _state = threading.local()
 _installed = False
-_patched: list[tuple[Any, str, Any]] = []
 
 
 def _is_cuda_device(device: Any) -> bool:
@@ -51,7 +54,8 @@ def _is_cuda_device(device: Any) -> bool:
     return isinstance(device, int) and not isinstance(device, bool)
 
 
-def _map_device(device: Any) -> Any:
+def map_device(device: Any) -> Any:
+    """CPU for anything naming a CUDA device; other devices unchanged."""
     return torch.device("cpu") if _is_cuda_device(device) else device
 
 
@@ -66,162 +70,10 @@ class CudaToCpuMode(TorchFunctionMode):
             name = func(*args)
             return _CUDA_TYPE_NAMES.get(name, name)
         if "device" in kwargs:
-            kwargs["device"] = _map_device(kwargs["device"])
+            kwargs["device"] = map_device(kwargs["device"])
         if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
             args = (args[0], torch.device("cpu"), *args[2:])
         return func(*args, **kwargs)
-
-
-# ---------------------------------------------------------------- torch.cuda stand-ins
-class _NullStream:
-    """Stands in for ``torch.cuda.Stream``: CPU work is already ordered."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def wait_stream(self, other: Any) -> None:
-        pass
-
-    def wait_event(self, event: Any) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-    def record_event(self, event: Any = None) -> _NullEvent:
-        return event or _NullEvent()
-
-    def query(self) -> bool:
-        return True
-
-    def __enter__(self) -> _NullStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-class _NullEvent:
-    """Stands in for ``torch.cuda.Event``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def record(self, stream: Any = None) -> None:
-        pass
-
-    def wait(self, stream: Any = None) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-    def query(self) -> bool:
-        return True
-
-    def elapsed_time(self, other: Any) -> float:
-        return 0.0
-
-
-def _cpu_get_rng_state(device: Any = "cuda", clone: bool = False, graph_safe: bool = False):
-    return torch.get_rng_state()
-
-
-def _cpu_set_rng_state(new_state: torch.Tensor, device: Any = -1, graph_safe: bool = False):
-    torch.set_rng_state(new_state)
-
-
-def _cuda_stand_ins() -> dict[str, Any]:
-    # Each attribute gets its own function object: torch._dynamo refuses two torch.cuda names
-    # bound to one object ("Duplicate torch object").
-    def current_device() -> int:
-        return 0
-
-    def device_count() -> int:
-        return 1
-
-    def set_device(device: Any) -> None:
-        return None
-
-    def synchronize(device: Any = None) -> None:
-        return None
-
-    def get_rng_state(device: Any = "cuda") -> torch.Tensor:
-        return torch.get_rng_state()
-
-    def set_rng_state(state: torch.Tensor, device: Any = "cuda") -> None:
-        torch.set_rng_state(state)
-
-    def manual_seed(seed: int) -> None:
-        # Not torch.manual_seed: that calls torch.cuda.manual_seed_all, i.e. back into here.
-        torch.default_generator.manual_seed(int(seed))
-
-    def manual_seed_all(seed: int) -> None:
-        torch.default_generator.manual_seed(int(seed))
-
-    def current_stream(device: Any = None) -> _NullStream:
-        return _NullStream()
-
-    def default_stream(device: Any = None) -> _NullStream:
-        return _NullStream()
-
-    def stream(s: Any = None):
-        return contextlib.nullcontext(s)
-
-    def empty_cache() -> None:
-        return None
-
-    def is_current_stream_capturing() -> bool:
-        return False
-
-    def memory_allocated(device: Any = None) -> int:
-        return 0
-
-    def max_memory_allocated(device: Any = None) -> int:
-        return 0
-
-    return {
-        "current_device": current_device,
-        "device_count": device_count,
-        "set_device": set_device,
-        "synchronize": synchronize,
-        "get_rng_state": get_rng_state,
-        "set_rng_state": set_rng_state,
-        "manual_seed": manual_seed,
-        "manual_seed_all": manual_seed_all,
-        "current_stream": current_stream,
-        "default_stream": default_stream,
-        "stream": stream,
-        "Stream": _NullStream,
-        "Event": _NullEvent,
-        "empty_cache": empty_cache,
-        "is_current_stream_capturing": is_current_stream_capturing,
-        "memory_allocated": memory_allocated,
-        "max_memory_allocated": max_memory_allocated,
-    }
-
-
-def _patch(owner: Any, name: str, value: Any) -> None:
-    _patched.append((owner, name, getattr(owner, name, None)))
-    setattr(owner, name, value)
-
-
-_OriginalGenerator = torch.Generator
-
-
-class _CpuGenerator:
-    """``torch.Generator(device="cuda")`` is a constructor no function mode sees."""
-
-    def __new__(cls, device: Any = "cpu"):
-        return _OriginalGenerator(device=_map_device(device))
-
-
-def _wrap_engine_run_backward(original: Any) -> Any:
-    def engine_run_backward(*args: Any, **kwargs: Any) -> Any:
-        with CudaToCpuMode():
-            return original(*args, **kwargs)
-
-    return engine_run_backward
 
 
 class _SameGeneratorFilter(logging.Filter):
@@ -233,30 +85,18 @@ class _SameGeneratorFilter(logging.Filter):
 
 
 def install() -> None:
-    """Patches ``torch.cuda`` and Megatron's RNG helpers and enters :class:`CudaToCpuMode`.
+    """Patches ``torch.cuda`` and Megatron's RNG helpers (through :mod:`compat`, which checks each
+    target first) and enters :class:`CudaToCpuMode`.
 
     Idempotent; per process. Call before building any Megatron object.
     """
     global _installed
     if _installed:
         return
-    for name, value in _cuda_stand_ins().items():
-        _patch(torch.cuda, name, value)
-    _patch(torch.cuda.random, "get_rng_state", torch.cuda.get_rng_state)
-    _patch(torch.cuda.random, "set_rng_state", torch.cuda.set_rng_state)
-    _patch(torch, "Generator", _CpuGenerator)
-    import torch.autograd.graph as autograd_graph
-
-    wrapped = _wrap_engine_run_backward(autograd_graph._engine_run_backward)
-    _patch(autograd_graph, "_engine_run_backward", wrapped)
-    _patch(torch.autograd, "_engine_run_backward", wrapped)
-
     from megatron.core.tensor_parallel import random as mcore_random
 
-    _patch(mcore_random, "_get_cuda_rng_state", _cpu_get_rng_state)
-    _patch(mcore_random, "_set_cuda_rng_state", _cpu_set_rng_state)
+    compat.install_cpu_patches(CudaToCpuMode)
     logging.getLogger(mcore_random.__name__).addFilter(_SameGeneratorFilter())
-
     mode = CudaToCpuMode()
     mode.__enter__()
     _state.mode = mode
@@ -272,9 +112,7 @@ def uninstall() -> None:
     if mode is not None:
         mode.__exit__(None, None, None)
         _state.mode = None
-    while _patched:
-        owner, name, value = _patched.pop()
-        setattr(owner, name, value)
+    compat.restore_all()
     _installed = False
 
 

@@ -49,6 +49,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The device init_runtime decided for this process: every later device-dependent choice (layer
+# specs, Transformer Engine, MFU peak, profiler activities, RNG state) follows it, never
+# torch.cuda.is_available() again (run.device=cpu on a GPU host must stay on CPU).
+_decided: torch.device | None = None
+
+
+def runtime_device() -> torch.device:
+    """This process's device as :func:`init_runtime` resolved it; before any runtime starts,
+    what ``run.device=auto`` would pick (tools that never start one: conversion, tests)."""
+    if _decided is not None:
+        return _decided
+    if cpu_shim.is_installed():
+        return torch.device("cpu")
+    return torch.device(resolve_device("auto"))
+
+
 def resolve_device(requested: str = "auto") -> str:
     """``auto`` picks CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is an error."""
     if requested not in ("auto", "cpu", "cuda"):
@@ -95,6 +111,7 @@ def init_runtime(
     """Initialises torch.distributed and Megatron's parallel state; idempotent per process."""
     from megatron.core import parallel_state as ps
 
+    global _decided
     kind = resolve_device(device)
     if kind == "cpu":
         cpu_shim.install()
@@ -128,8 +145,9 @@ def init_runtime(
         distributed_timeout_minutes=timeout_minutes,
     )
     set_seeds(seed)
+    _decided = torch.device(kind, local_rank) if kind == "cuda" else torch.device("cpu")
     return Runtime(
-        device=torch.device(kind, local_rank) if kind == "cuda" else torch.device("cpu"),
+        device=_decided,
         backend=backend,
         rank=rank,
         world_size=world,

@@ -45,7 +45,7 @@ def _worker(rank: int, world_size: int, port: int, func, kwargs, results) -> Non
 def run_distributed(
     func: Callable[..., Any],
     world_size: int = 2,
-    timeout: float = 600.0,
+    timeout: float = 1500.0,  # a bound for a hung rank, generous for a loaded machine
     **kwargs: Any,
 ) -> list[Any]:
     """Runs ``func(**kwargs)`` on ``world_size`` spawned processes; returns results by rank.

@@ -21,6 +21,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from tower_megatron.config.model import ModelConfig
 from tower_megatron.config.schema import JobConfig
 from tower_megatron.models import MODEL_FAMILIES, pad_vocab
+from tower_megatron.runtime import runtime_device
 from tower_megatron.training.init import layout_invariant_init
 
 
@@ -32,16 +33,33 @@ class BuiltModel:
     padded_vocab_size: int
 
 
-def build_model(job: JobConfig, model_cfg: ModelConfig, wrap_ddp: bool = True) -> BuiltModel:
-    """One chunk per virtual pipeline stage (one without VPP), wrapped in Megatron DDP."""
+def build_model(
+    job: JobConfig,
+    model_cfg: ModelConfig,
+    wrap_ddp: bool = True,
+    initialize: bool = True,
+    device: torch.device | str | None = None,
+) -> BuiltModel:
+    """One chunk per virtual pipeline stage (one without VPP), wrapped in Megatron DDP.
+
+    ``initialize=False`` skips every weight initialisation (Megatron's and the layout-invariant
+    redraw): for runs whose weights come from a checkpoint, where drawing them first only wastes
+    start-up time (each full weight drawn on every rank). The weights are then uninitialised
+    memory until loaded. ``device``: the run's (``Runtime.device``; default the runtime's
+    decision); a CPU device gets local layer specs and stays on CPU.
+    """
+    device = torch.device(device) if device is not None else runtime_device()
     family = MODEL_FAMILIES.get(model_cfg.arch)
     parallel = job.parallel
-    config = family.transformer_config(model_cfg, parallel, job.train)
+    config = family.transformer_config(
+        model_cfg, parallel, job.train, device=device, perform_initialization=initialize
+    )
     # Per-token loss: each micro-batch's loss is a sum and gradients are scaled once by the
     # global token count in finalize_model_grads, so any DP/micro-batch split gives equal grads.
     config.calculate_per_token_loss = True
     # Gloo matches point-to-point messages by posting order; batched p2p between a rank and
-    # itself (PP=2 with VPP) pairs them wrongly (MCORE_ON_CPU.md). Plain p2p is right everywhere.
+    # itself (PP=2 with VPP) pairs them wrongly (docs/cpu_runtime.md, "Traps"). Plain p2p is
+    # right everywhere.
     config.batch_p2p_comm = torch.distributed.get_backend() != "gloo"
     padded_vocab = pad_vocab(
         model_cfg.vocab_size, model_cfg.make_vocab_size_divisible_by, parallel.tensor_model_parallel_size
@@ -57,13 +75,15 @@ def build_model(job: JobConfig, model_cfg: ModelConfig, wrap_ddp: bool = True) -
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage,
             padded_vocab_size=padded_vocab,
+            device=device,
         )
         chunks.append(module)
-    layout_invariant_init(
-        chunks, seed=job.run.seed, std=model_cfg.init_method_std, num_layers=model_cfg.num_layers
-    )
-    if torch.cuda.is_available():
-        chunks = [c.cuda(torch.cuda.current_device()) for c in chunks]
+    if initialize:
+        layout_invariant_init(
+            chunks, seed=job.run.seed, std=model_cfg.init_method_std, num_layers=model_cfg.num_layers
+        )
+    if device.type == "cuda":
+        chunks = [c.to(device) for c in chunks]
     if not wrap_ddp:
         return BuiltModel(chunks, config, model_cfg, padded_vocab)
     ddp_config = DistributedDataParallelConfig(
@@ -83,7 +103,7 @@ def build_model(job: JobConfig, model_cfg: ModelConfig, wrap_ddp: bool = True) -
 
 def _wire_grad_sync(config: TransformerConfig, chunks: list, overlap_grad: bool, overlap_param: bool) -> None:
     """What Megatron-LM's training loop sets on the config; without ``finalize_model_grads_func``
-    data-parallel gradients are silently never all-reduced (MCORE_ON_CPU.md)."""
+    data-parallel gradients are silently never all-reduced (docs/cpu_runtime.md, "Traps")."""
     config.finalize_model_grads_func = finalize_model_grads
     single = len(chunks) == 1
     config.no_sync_func = chunks[0].no_sync if single else [c.no_sync for c in chunks]
@@ -137,3 +157,19 @@ def build_scheduler(job: JobConfig, optimizer: Any) -> OptimizerParamScheduler:
         wsd_decay_steps=sched.wsd_decay_steps,
         lr_wsd_decay_style=sched.wsd_decay_style,
     )
+
+
+def sync_params(chunks: list) -> None:
+    """Makes every rank's model weights reflect the last optimizer step.
+
+    With the distributed optimizer and ``overlap_param_gather``, each rank updates only its
+    shard and the all-gather of the updated parameters is issued by the *next* forward pass
+    (a forward pre-hook), so after the last step the weights a rank holds are partly one step
+    stale. Anything that reads weights outside a forward pass (checkpoint saves, the end of
+    training, export) calls this first, as Megatron-LM does around its checkpoint saves
+    (``disable_forward_pre_hook`` forces the gather); the hooks are re-armed afterwards.
+    """
+    for chunk in chunks:
+        if getattr(chunk, "use_forward_hook", False):
+            chunk.disable_forward_pre_hook(param_sync=True)
+            chunk.enable_forward_pre_hook()

@@ -40,6 +40,17 @@ from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from tower_megatron.config.loader import ConfigError
 from tower_megatron.models.checkpoint import load_model_checkpoint
+from tower_megatron.runtime import runtime_device
+from tower_megatron.runtime.compat import prepare_distributed_optimizer_for_load, unshare_step_tensors
+from tower_megatron.training.builder import sync_params
+from tower_megatron.training.checkpoint_policy import (
+    align_saved_param_groups,
+    apply_optimizer_hyperparameters,
+    disk_full,
+    prunable,
+    restore_schedule,
+    use_in_process_write_queue,
+)
 from tower_megatron.utils.atomic import replace_path, write_json, write_text
 
 if TYPE_CHECKING:
@@ -159,7 +170,8 @@ def _rng_state() -> ShardedObject:
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        # On the CPU runtime torch.cuda's RNG is the CPU generator, saved above already.
+        "cuda": torch.cuda.get_rng_state() if runtime_device().type == "cuda" else None,
         "tracker": get_cuda_rng_tracker().get_states(),
     }
     shape = (
@@ -179,66 +191,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
+    if state.get("cuda") is not None and runtime_device().type == "cuda":
         torch.cuda.set_rng_state(state["cuda"])
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 
 # ---------------------------------------------------------------------------- optimizer
-def _distributed_optimizers(optimizer: Any) -> list[Any]:
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
-    parts = getattr(optimizer, "chained_optimizers", [optimizer])
-    return [opt for opt in parts if isinstance(opt, DistributedOptimizer)]
-
-
+# The distributed-optimizer load fixes (Megatron-Core internals) live with every other such
+# workaround in runtime/compat.py, which checks the internals they touch before patching.
 def optimizer_format(trainer: Trainer) -> str:
     """The format this job saves its optimizer in."""
     if not trainer.job.parallel.use_distributed_optimizer:
         return "plain"
     return "fully_reshardable" if trainer.job.checkpoint.fully_reshardable else "dp_reshardable"
-
-
-def _prepare_distributed_optimizer_for_load(optimizer: Any) -> None:
-    """Two gaps of Megatron-Core 0.19.2's distributed optimizer with torch's Adam (no TE/Apex):
-
-    * Its loading state dict reads the optimizer state (``state_dict`` asserts one ``step``), which
-      torch's Adam creates only at its first step: a resumed run has none yet. Megatron's own
-      ``_init_optimizer_states_with_dummy_values`` (one step on zero gradients) creates it; what
-      that step writes (Adam moments, weight decay on the main params) is overwritten by the load.
-    * torch's Adam keeps ``step`` as a tensor in the per-parameter state, so
-      ``_set_main_param_and_optimizer_states`` looks for a ``step`` that the checkpoint's
-      parameter state never holds (KeyError 'step'). ``step`` is restored from the saved param
-      groups by ``load_state_dict`` just before, so the copy must keep that value: the wrapper
-      fills in the current tensors for keys the checkpoint lacks and never takes ``step`` from it
-      (and copies without autograd: ``dp_reshardable`` loading otherwise fails on leaf views).
-    """
-    for opt in _distributed_optimizers(optimizer):
-        if not opt.optimizer.state:
-            opt._init_optimizer_states_with_dummy_values()
-        if getattr(opt, "_tower_load_patched", False):
-            continue
-        original = opt._set_main_param_and_optimizer_states
-
-        @torch.no_grad()  # the dp_reshardable loader copies into views of leaf parameters
-        def set_states(model_param, tensors, _opt=opt, _original=original):
-            current = _opt._get_main_param_and_optimizer_states(model_param)
-            loaded = {k: v for k, v in tensors.items() if k != "step"}
-            _original(model_param, {**current, **loaded})
-
-        opt._set_main_param_and_optimizer_states = set_states
-        opt._tower_load_patched = True
-
-
-def _unshare_step_tensors(optimizer: Any) -> None:
-    """After loading, the distributed optimizer has handed one ``step`` tensor to every parameter's
-    state (``load_state_dict`` builds a single tensor and torch keeps ``step`` uncopied). torch's
-    Adam increments each state's ``step`` in place, so a shared one would advance once per
-    parameter per step: wrong bias correction, and a different step on each DP rank."""
-    for opt in _distributed_optimizers(optimizer):
-        for state in opt.optimizer.state.values():
-            if torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].clone()
 
 
 def full_state(
@@ -274,7 +239,17 @@ def save_checkpoint(trainer: Trainer, root: Path, keep_last: int = 0) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    dist_checkpointing.save(full_state(trainer, is_loading=False), str(tmp))
+    use_in_process_write_queue()  # no helper process for a pre-emption signal to kill
+    # With overlap_param_gather the last step's updated weights are gathered only by the next
+    # forward pass: without this the saved model tensors would be one step stale.
+    sync_params(trainer.model)
+    try:
+        dist_checkpointing.save(full_state(trainer, is_loading=False), str(tmp))
+    except BaseException as exc:  # torch DCP's CheckpointException derives from BaseException
+        full = disk_full(tmp)
+        if full is not None:  # the .tmp_ directory is removed at the next start
+            raise full from exc
+        raise
     dist.barrier()  # every rank's shards are on disk before the mark
     if dist.get_rank() == 0:
         meta = {
@@ -289,9 +264,8 @@ def save_checkpoint(trainer: Trainer, root: Path, keep_last: int = 0) -> Path:
         # Re-saving a step moves the old one aside under a .tmp_ name, which start-up cleans.
         replace_path(tmp, final, aside=root / f"{TMP_PREFIX}old_{name}")
         write_text(root / LATEST_FILE, name + "\n")
-        if keep_last > 0:
-            for old in complete_checkpoints(root)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in prunable(complete_checkpoints(root), final, keep_last, checkpoint_step):
+            shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return final
 
@@ -375,7 +349,7 @@ def load_checkpoint(trainer: Trainer, path: Path, with_optimizer: bool = True) -
         trainer.optimizer.reload_model_params()
         return meta
     if fmt != "plain":
-        _prepare_distributed_optimizer_for_load(trainer.optimizer)
+        prepare_distributed_optimizer_for_load(trainer.optimizer)
     same_layout = meta.get("layout") == layout()
     sharded = full_state(trainer, is_loading=True, with_optimizer=True, with_rng=same_layout, fmt=fmt)
     try:
@@ -384,9 +358,15 @@ def load_checkpoint(trainer: Trainer, path: Path, with_optimizer: bool = True) -
         raise CheckpointError(f"loading checkpoint {path} failed: {exc}") from exc
     for i, chunk in enumerate(trainer.model):
         unwrap(chunk).load_state_dict(loaded[model_key(i, len(trainer.model))], strict=True)
+    saved_sched = loaded["opt_param_scheduler"]
+    align_saved_param_groups(loaded["optimizer"], saved_sched, trainer.scheduler)
     trainer.optimizer.load_state_dict(loaded["optimizer"])
-    _unshare_step_tensors(trainer.optimizer)
-    trainer.scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    unshare_step_tensors(trainer.optimizer)
+    changes = apply_optimizer_hyperparameters(trainer.optimizer, trainer.job)
+    changes += restore_schedule(trainer.scheduler, saved_sched)
+    if changes and dist.get_rank() == 0:
+        print(f"resume from {path}: the config changed {'; '.join(changes)}; the config's values "
+              "apply from this step on", flush=True)  # fmt: skip
     for field, value in loaded["train_state"].items():
         setattr(trainer.state, field, int(value))
     if loaded.get("stage_state"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,13 @@ def load_job(config_path: str | None, overrides: list[str]) -> JobConfig:
 
 def train_main(config_path: str, overrides: list[str]) -> int:
     job = load_job(config_path, overrides)
-    result = run_training(job)
+    try:
+        result = run_training(job)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"tower-megatron train: {exc.strerror} ({exc.filename})", file=sys.stderr, flush=True)
+        return 1
     return 0 if result["state"].step >= job.train.train_steps or result["stop_reason"] else 1
 
 
@@ -41,6 +49,7 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     from tower_megatron.data.tokenizer import build_tokenizer
     from tower_megatron.models import resolve_model_config
     from tower_megatron.runtime import init_runtime
+    from tower_megatron.runtime.watchdog import is_comm_failure, start_peer_watchdog
     from tower_megatron.training.builder import build_optimizer, build_scheduler
     from tower_megatron.training.callbacks.setup import HistoryCallback, build_callbacks
     from tower_megatron.training.checkpointing import (
@@ -65,13 +74,14 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
         device=job.run.device,
         timeout_minutes=job.run.distributed_timeout_minutes,
     )
+    # From here on a dead peer makes this rank exit (naming it) instead of hanging in a collective.
+    watchdog = start_peer_watchdog(runtime.rank, runtime.world_size, job.run.peer_failure_timeout_s)
     run_dir = run_dir_of(job)
     ckpt_root = run_dir / "checkpoints"
     tokenizer = build_tokenizer(job.data.tokenizer)
     stage = build_stage(job, tokenizer, runtime)
     if runtime.is_main:
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", to_yaml(job))
         for tmp in remove_incomplete(ckpt_root):
             print(f"removed the interrupted save {tmp}", flush=True)
         stage.prepare_data(run_dir)
@@ -114,6 +124,17 @@ def run_training(job: JobConfig, extra_callbacks: list[Any] = ()) -> dict[str, A
     # Extra models (a frozen reference) copy the weights the run starts from; on resume the
     # stage's own checkpointed state says where its reference came from.
     stage.build_models(factory)
-    stage.setup(trainer)
-    trainer.fit()
+    try:
+        stage.setup(trainer)
+        if runtime.is_main:  # only now: a job that failed to start leaves the run's config.yaml alone
+            write_text(run_dir / "config.yaml", to_yaml(job))
+        trainer.fit()
+    except Exception as exc:
+        if watchdog is not None and is_comm_failure(exc):  # a peer died? exit naming it
+            watchdog.blame_peer()
+        raise
+    finally:
+        stage.teardown(trainer)  # e.g. GRPO's reward workers, also after an error
+    if watchdog is not None:
+        watchdog.stop()
     return {"state": trainer.state, "stop_reason": trainer.stop_reason, "history": history.records}

@@ -1,7 +1,7 @@
 """Layout-invariant initialisation: every weight is drawn from a generator keyed by its global
 checkpoint name, then sliced to this rank's shard. The same seed therefore gives the same model
 at any TP/PP/VPP/DP layout (Megatron's own init draws pipeline stages from one RNG stream, so
-PP=2 would start from other weights than PP=1 — MCORE_ON_CPU.md).
+PP=2 would start from other weights than PP=1 — docs/cpu_runtime.md, "Traps").
 
 Distributions follow Megatron's defaults: N(0, σ) for matrices, N(0, σ/√(2L)) for the output
 projections of attention and MLP (``linear_proj``, ``linear_fc2``); vectors (norm weights,
@@ -20,15 +20,16 @@ from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTenso
 _SCALED_SUFFIXES = ("linear_proj.weight", "linear_fc2.weight")
 
 
-def _sharded_tensors(obj) -> Iterator[ShardedTensor]:
+def sharded_tensors(obj) -> Iterator[ShardedTensor]:
+    """Every ShardedTensor in a (nested) sharded state dict, factories built."""
     if isinstance(obj, dict):
         for value in obj.values():
-            yield from _sharded_tensors(value)
+            yield from sharded_tensors(value)
     elif isinstance(obj, list | tuple):
         for value in obj:
-            yield from _sharded_tensors(value)
+            yield from sharded_tensors(value)
     elif isinstance(obj, ShardedTensorFactory):
-        yield from _sharded_tensors(obj.build())
+        yield from sharded_tensors(obj.build())
     elif isinstance(obj, ShardedTensor):
         yield obj
 
@@ -43,7 +44,7 @@ def layout_invariant_init(chunks: list[torch.nn.Module], seed: int, std: float, 
     """Re-draws every ≥2-D weight of ``chunks`` from its name-keyed generator (in place)."""
     scaled_std = std / math.sqrt(2.0 * num_layers)
     for chunk in chunks:
-        for sh in _sharded_tensors(chunk.sharded_state_dict()):
+        for sh in sharded_tensors(chunk.sharded_state_dict()):
             data = sh.data
             if data is None or data.dim() < 2 or not data.is_floating_point():
                 continue

@@ -86,6 +86,14 @@ class Stage:
         starts, by :func:`tower_megatron.config.validate.validate_job`."""
         return []
 
+    @classmethod
+    def check_data(cls, job: JobConfig, vocab_size: int | None) -> list[str]:
+        """Problems with the data this stage reads (missing or foreign token files, ...). The
+        default checks CPT's ``data.paths``/``data.mixture`` token files."""
+        from tower_megatron.data.checks import check_data
+
+        return check_data(job.data, vocab_size)
+
     # ------------------------------------------------------------------ data
     def prepare_data(self, run_dir: Any) -> None:
         """Work done once, on the main rank, before any rank builds datasets (CPT resolves its
@@ -108,6 +116,9 @@ class Stage:
     def setup(self, trainer: Trainer) -> None:
         """Called once the trainer exists and any checkpoint is loaded, before the first step
         (e.g. DPO computes reference log-probabilities here)."""
+
+    def teardown(self, trainer: Trainer) -> None:
+        """Called after training ends, also after an error (GRPO stops its reward workers)."""
 
     # ------------------------------------------------------------------ one step
     def pipeline_shape(self) -> tuple[int, int]:

@@ -122,16 +122,19 @@ class Trainer:
         forward_only: bool,
         forward_step: Any = None,
         shape: tuple[int, int] | None = None,
+        model: list[torch.nn.Module] | None = None,
     ) -> list[dict]:
         """Megatron's pipeline schedule over ``num_microbatches`` micro-batches with
         ``forward_step`` (default: the stage's); ``shape`` is ``(seq_length, micro_batch_size)``
-        of the activations sent between pipeline ranks (default: the stage's)."""
+        of the activations sent between pipeline ranks (default: the stage's); ``model`` the
+        chunks to run (default: the trained ones; a frozen reference, forward-only)."""
         seq_length, micro_batch = shape or self.stage.pipeline_shape()
         step = self._forward_step if forward_step is None else forward_step
+        chunks = self.model if model is None else model
         return self._fb(
             forward_step_func=step,
             data_iterator=data_iterator,
-            model=self.model if len(self.model) > 1 else self.model[0],
+            model=chunks if len(chunks) > 1 else chunks[0],
             num_microbatches=num_microbatches,
             seq_length=seq_length,
             micro_batch_size=micro_batch,

@@ -72,5 +72,9 @@ class PreemptionCallback(Callback):
             self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_train_end(self, trainer: Trainer) -> None:
+        # After a pre-emption signal the process is on its way out, and more of the same signal
+        # follow (Slurm signals every process and torchrun forwards its own copy to the worker's
+        # group): the default action would kill it during shutdown and turn exit 0 into -15.
+        keep = self.received is not None
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, signal.SIG_IGN if keep else previous)

@@ -22,9 +22,9 @@ class ProfilerCallback(Callback):
         self.out_dir, self.cfg = Path(out_dir), cfg
         self._prof: Any = None
 
-    def _start(self) -> None:
+    def _start(self, trainer: Trainer) -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
+        if trainer.runtime.device.type == "cuda":  # the run's device, not any visible GPU
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._prof = torch.profiler.profile(
             activities=activities, profile_memory=self.cfg.memory, record_shapes=True
@@ -33,12 +33,12 @@ class ProfilerCallback(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         if trainer.state.step + 1 == self.cfg.start_step:
-            self._start()
+            self._start(trainer)
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         step = trainer.state.step
         if self._prof is None and step + 1 == self.cfg.start_step:
-            self._start()
+            self._start(trainer)
         elif self._prof is not None and step >= self.cfg.end_step:
             self._stop(trainer)
 

@@ -1,7 +1,9 @@
-"""Throughput: model FLOP/s from a FLOPs-per-token formula, and MFU against the GPU's peak.
+"""Throughput: model FLOP/s from Megatron-LM's FLOPs-per-token formula
+(:func:`tower_megatron.models.flops_per_token`), and MFU against the device's dense peak.
 
-On CPU (no meaningful peak) only FLOP/s is reported. Runs before the loggers (priority 10) and
-adds its scalars to the step's metrics.
+The device is the run's (``Runtime.device``), never whatever GPU happens to be visible: a
+``run.device=cpu`` run on a GPU host reports FLOP/s only, as on any CPU (no meaningful peak).
+Runs before the loggers (priority 10) and adds its scalars to the step's metrics.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ PEAK_TFLOPS = {
 }
 
 
-def device_peak_tflops(precision: str) -> float | None:
-    """The current GPU's dense peak for ``precision``, or None (CPU / unknown GPU)."""
-    if not torch.cuda.is_available():
+def device_peak_tflops(precision: str, device: torch.device | str) -> float | None:
+    """The dense peak of ``device`` for ``precision``, or None (CPU / unknown GPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name(device)
     for model, peaks in PEAK_TFLOPS.items():
         if model in name:
             return peaks.get(precision)
@@ -40,9 +43,24 @@ def device_peak_tflops(precision: str) -> float | None:
 class ThroughputMonitor(Callback):
     priority = 10
 
-    def __init__(self, flops_per_token: float, precision: str, peak_tflops: float | None = None) -> None:
+    def __init__(
+        self,
+        flops_per_token: float,
+        precision: str,
+        peak_tflops: float | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        """``peak_tflops``: per device (default: looked up for ``device``, by default the
+        trainer's ``runtime.device`` at the start of training)."""
         self.flops_per_token = flops_per_token
-        self.peak = peak_tflops if peak_tflops is not None else device_peak_tflops(precision)
+        self.precision = precision
+        self.device = device
+        self.peak = peak_tflops
+        self._peak_given = peak_tflops is not None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if not self._peak_given:
+            self.peak = device_peak_tflops(self.precision, self.device or trainer.runtime.device)
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         tokens_per_s = metrics.get("train/tokens_per_s")
