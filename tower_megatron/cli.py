@@ -51,6 +51,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "tower_megatron.planning.planner:plan_main",
         "memory/layout plan per GPU (plan.gpus=N plan.gpu=h100 [plan.search=true])",
     ),
+    "recipe": (
+        "tower_megatron.recipe.runner:recipe_main",
+        "run a whole recipe (preprocess → CPT → SFT → WPO → GRPO, eval after each), resumably",
+    ),
     "launch": (
         "tower_megatron.runtime.launch:launch_main",
         "print/write the torchrun or sbatch command of a multi-node job (launch.nodes=N ...)",

@@ -126,7 +126,7 @@ def test_tiny_recipe_validates_on_cpu(name, stand_ins, monkeypatch):
     assert job.train.stage == TINY[name]
     assert job.data.tokenizer.path == DEMO_TOKENIZER
     if name.startswith("dpo/"):
-        assert job.dpo.reference == "model" and set(job.data.valid_paths) == {"translation"}
+        assert job.dpo.reference == "precompute" and set(job.data.valid_paths) == {"translation"}
     if name == "grpo/tiny_cpu.yaml":
         assert len(job.grpo.prompts) == 4
 
@@ -135,7 +135,11 @@ def test_tiny_recipes_refuse_what_they_cannot_run(stand_ins, monkeypatch):
     from tower_megatron.config import ConfigError
 
     monkeypatch.chdir(stand_ins)
-    job = load_config(JobConfig, CONFIGS / "dpo/tiny_cpu.yaml", ["parallel.pipeline_model_parallel_size=2"])
+    job = load_config(
+        JobConfig,
+        CONFIGS / "dpo/tiny_cpu.yaml",
+        ["parallel.pipeline_model_parallel_size=2", "dpo.reference=model"],
+    )
     with pytest.raises(
         ConfigError,
         match=r"^dpo\.reference=model keeps a frozen copy .*needs parallel\.pipeline_model_parallel_size=1",

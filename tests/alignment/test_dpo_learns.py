@@ -56,7 +56,7 @@ def _preprocess(root: Path) -> Path:
     return out / "lang"
 
 
-def _train(tokens: str, run_dir: str, loss: str) -> list[dict]:
+def _train(tokens: str, run_dir: str, loss: str, reference: str) -> list[dict]:
     from tower_megatron.config import JobConfig, load_config
     from tower_megatron.resources import DEMO_TOKENIZER
     from tower_megatron.training.entry import run_training
@@ -71,8 +71,7 @@ def _train(tokens: str, run_dir: str, loss: str) -> list[dict]:
         "optimizer.lr=1e-3", "optimizer.min_lr=1e-3", "optimizer.weight_decay=0.0", "scheduler.warmup_steps=0", "scheduler.decay_style=constant",
         "data.tokenizer.type=sentencepiece", f"data.tokenizer.path={DEMO_TOKENIZER}",
         f"data.paths=[{tokens}/mul.train]", f"data.valid_paths={{heldout: {tokens}/mul.valid}}",
-        # The frozen copy scores every micro-batch, the held-out ones included.
-        "dpo.reference=model", "dpo.ref_policy_kl_penalty=0.1",
+        f"dpo.reference={reference}", "dpo.ref_policy_kl_penalty=0.1",
         "logging.log_interval=1", "logging.progress_bar=false", "logging.console=false",
         "logging.tensorboard=false", "checkpoint.save_at_end=false",
     ])  # fmt: skip
@@ -85,11 +84,12 @@ def tokens(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["dpo", "wpo"])
-def test_preference_training_generalizes_to_held_out_pairs(tokens, tmp_path, loss):
+# Both reference modes, one each: precomputed tables (train and held-out sets) and a resident copy.
+@pytest.mark.parametrize(("loss", "reference"), [("dpo", "precompute"), ("wpo", "model")])
+def test_preference_training_generalizes_to_held_out_pairs(tokens, tmp_path, loss, reference):
     assert len((tokens.parent.parent / "pairs.jsonl").read_text().splitlines()) == 96
     [history] = run_distributed(
-        _train, world_size=1, tokens=str(tokens), run_dir=str(tmp_path / loss), loss=loss
+        _train, world_size=1, tokens=str(tokens), run_dir=str(tmp_path / loss), loss=loss, reference=reference
     )
     lines = [json.loads(line) for line in (tmp_path / loss / "metrics.jsonl").read_text().splitlines()]
     curve = [r["valid/rewards/accuracy/heldout"] for r in lines if "valid/rewards/accuracy/heldout" in r]
@@ -106,6 +106,11 @@ def test_preference_training_generalizes_to_held_out_pairs(tokens, tmp_path, los
     assert train_loss[0] == pytest.approx(math.log(2) * first_weight, rel=1e-5)
     held_out = [r["valid/loss/heldout"] for r in lines if "valid/loss/heldout" in r]
     assert held_out[-1] < 0.5 * math.log(2), held_out
+    if reference == "precompute":  # one table per set, written before step 1
+        assert {p.name for p in (tmp_path / loss).glob("reference_logps_*.npy")} == {
+            "reference_logps_train.npy",
+            "reference_logps_valid_heldout.npy",
+        }
     if loss == "wpo":
         weights = [r["train/wpo_weight"] for r in lines if "train/wpo_weight" in r]
         assert weights and all(0 < w <= 1 for w in weights)

@@ -109,3 +109,25 @@ def test_first_update_matches_single_process(single, layout):
     assert got["grpo/response_length"] == want["grpo/response_length"]
     for key in ("train/loss", "train/kl", "train/grad_norm"):
         assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-7), key
+
+
+def test_resume_continues_exactly(tmp_path):
+    """4 steps in one go equal 2 steps, a stop, and 2 resumed steps: the prompt sampler position
+    is in the checkpoint and each step's sampling seed derives from the step."""
+    prompts = str(_prompts(tmp_path / "prompts.jsonl"))
+    common = dict(assets_dir=str(tmp_path / "assets"), prompts=prompts)
+    keys = ("train/loss", "train/grad_norm", "grpo/reward_mean", "grpo/response_length")
+    [straight] = run_distributed(
+        _train, world_size=1, run_dir=str(tmp_path / "straight"), overrides=["train.train_steps=4"], **common
+    )
+    run_distributed(
+        _train, world_size=1, run_dir=str(tmp_path / "resumed"),
+        overrides=["train.train_steps=2", "checkpoint.save_at_end=true"],
+        **common,
+    )
+    [resumed] = run_distributed(
+        _train, world_size=1, run_dir=str(tmp_path / "resumed"), overrides=["train.train_steps=4"], **common
+    )
+    want = [{k: r[k] for k in keys} for r in straight if "grpo/reward_mean" in r][2:]
+    got = [{k: r[k] for k in keys} for r in resumed if "grpo/reward_mean" in r]
+    assert got == want

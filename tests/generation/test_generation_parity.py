@@ -27,9 +27,12 @@ def _worker(hf_dirs: dict[str, str], converted: dict[str, str], prompts: dict[st
     results = {}
     for layout, (tp, pp) in LAYOUTS.items():
         for name, hf_dir in hf_dirs.items():
-            # PP=2 loads the converted torch_dist checkpoint, the others the HF directory.
-            path = converted[name] if layout == "pp2" else hf_dir
-            gen = load_generator(path, tp=tp, pp=pp, device="cpu", max_batch_size=3)
+            # TP=1 loads the HF directory (converted on the fly) and splits the 4 prompts into
+            # forward batches of 3 and 1; TP=2 / PP=2 load the converted torch_dist checkpoint.
+            if layout == "tp1":
+                gen = load_generator(hf_dir, tp=tp, pp=pp, device="cpu", max_batch_size=3)
+            else:
+                gen = load_generator(converted[name], tp=tp, pp=pp, device="cpu")
             greedy = gen.generate(prompts[name], SamplingParams(max_new_tokens=NEW_TOKENS))
             sampled = gen.generate(prompts[name], SamplingParams(**SAMPLING))
             results[f"{layout}/{name}"] = {

@@ -1,6 +1,7 @@
 """Sampling, log-probs, stops and model state on one process (a tiny converted Gemma 2).
 
-* same seed → same tokens, another seed → other tokens; top-k 1 equals greedy;
+* same seed → same tokens, another seed → other tokens, whatever the forward batching; top-k 1
+  equals greedy;
 * log-probs of sampled tokens equal a teacher-forced forward pass (log_softmax of the logits);
 * stop tokens, stop strings and max_new_tokens end rows exactly where they should;
 * generation leaves the modules as it found them: training mode, no inference flag, the same
@@ -50,6 +51,8 @@ def _worker(hf_dir: str, prompts: list[list[int]]) -> dict:
     out["sampled"] = ids(a)
     out["sampled_again"] = ids(gen.generate(prompts, SamplingParams(**SAMPLED)))
     out["other_seed"] = ids(gen.generate(prompts, SamplingParams(**{**SAMPLED, "seed": 6})))
+    one_by_one = MegatronGenerator.from_model([model], gen.tokenizer, gen.model_cfg, max_batch_size=1)
+    out["sampled_one_by_one"] = ids(one_by_one.generate(prompts, SamplingParams(**SAMPLED)))
     out["logprobs"] = [o.logprobs for o in a]
     # Teacher forcing: one row at a time, the prompt plus all generated tokens but the last.
     out["teacher_logprobs"] = []
@@ -114,6 +117,12 @@ def test_same_seed_same_tokens(results):
     res, _ = results
     assert res["sampled"] == res["sampled_again"]
     assert res["sampled"] != res["other_seed"]
+
+
+def test_a_prompts_samples_do_not_depend_on_its_batch(results):
+    """Each prompt has its own generator (seed, index): forward batches of one give the same."""
+    res, _ = results
+    assert res["sampled_one_by_one"] == res["sampled"]
 
 
 def test_top_k_1_is_greedy(results):

@@ -86,10 +86,10 @@ def test_jsonl_has_one_record_per_step(trained):
         for key in TRAIN_KEYS:
             assert isinstance(record[key], float) and record[key] == record[key], (key, record)
         # 8 × 64 tokens a step; Megatron-LM's FLOPs of tiny_job's model (2 layers, h=64, 4 heads,
-        # SwiGLU ffn 256, vocab 320, seq 64) by hand: 6 · (2 · (64·192 + 64·64 + 64·64 +
-        # 3·64·256) + 64·320) = 958 464 per token.
+        # SwiGLU ffn 256, vocab 320 padded to 384, seq 64) by hand: 6 · (2 · (64·192 + 64·64 +
+        # 64·64 + 3·64·256) + 64·384) = 983 040 per token.
         assert record["train/tokens_per_s"] == pytest.approx(512 / record["train/step_time_s"], rel=1e-9)
-        assert record["train/tflops_per_s"] == pytest.approx(958_464 * record["train/tokens_per_s"] / 1e12)
+        assert record["train/tflops_per_s"] == pytest.approx(983_040 * record["train/tokens_per_s"] / 1e12)
     assert records[0]["train/lr"] != records[-1]["train/lr"]  # the schedule moved
 
 

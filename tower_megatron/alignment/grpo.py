@@ -134,9 +134,11 @@ class GRPOStage(Stage):
     # ------------------------------------------------------------------ one rollout step
     def train_step(self, trainer: Any) -> StepOutput:
         from tower_megatron.generation.base import SamplingParams
+        from tower_megatron.training.builder import sync_params
 
         opts, times = self.options, {}
         start = time.perf_counter()
+        sync_params(trainer.model)  # generation reads the weights the last update produced
         dp, dp_rank = trainer.runtime.dp, ps.get_data_parallel_rank()
         chosen = self.sampler.take(opts.num_prompts_per_step)
         share = len(chosen) // dp

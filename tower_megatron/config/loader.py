@@ -75,6 +75,16 @@ ALIASES = {
     "data_path": "paths",
     "tokenizer_model": "path",
     "save_interval_steps": "save_interval",
+    # TRL / paper names for the alignment sections (NeMo-Aligner's and NeMo-RL's are the keys)
+    "beta": "ref_policy_kl_penalty",
+    "loss_type": "preference_loss",
+    "use_weighting": "preference_loss",
+    "rpo_alpha": "sft_loss_weight",
+    "num_generations": "num_generations_per_prompt",
+    "kl_coef": "reference_policy_kl_penalty",
+    "epsilon": "ratio_clip_min",
+    "num_iterations": "updates_per_rollout",
+    "max_completion_length": "max_new_tokens",
 }
 
 

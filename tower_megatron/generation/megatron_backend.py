@@ -14,7 +14,7 @@ not change a row's attention), then each step decodes one token per row.
 Pipeline parallelism: each rank runs its chunk(s) in pipeline order with point-to-point
 send/recv of the hidden states (virtual stages included); the last stage samples and broadcasts
 the tokens over the pipeline group, so every rank returns the same outputs. Tensor parallelism:
-logits are gathered, every TP rank samples the same tokens from the same seeded generator.
+logits are gathered, every TP rank samples the same tokens from the same seeded generators.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from tower_megatron.config.model import ModelConfig
 from tower_megatron.generation.base import GenerationBackend, GenerationOutput, SamplingParams
-from tower_megatron.generation.sampling import StopTracker, check_params, next_tokens
+from tower_megatron.generation.sampling import StopTracker, check_params, next_tokens, row_generators
 from tower_megatron.models.modules import SoftCapDotProductAttention
 
 
@@ -235,13 +235,11 @@ class MegatronGenerator(GenerationBackend):
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         seed = self._agreed_seed(params)
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
         outputs: list[GenerationOutput | None] = [None] * len(prompts)
         for group in self._batches(prompts):
-            for index, out in zip(
-                group, self._generate_batch([prompts[i] for i in group], params, generator), strict=True
-            ):
+            generators = row_generators(seed, group, self.device) if params.temperature > 0 else None
+            batch_out = self._generate_batch([prompts[i] for i in group], params, generators)
+            for index, out in zip(group, batch_out, strict=True):
                 outputs[index] = out
         return outputs  # type: ignore[return-value]
 
@@ -268,7 +266,7 @@ class MegatronGenerator(GenerationBackend):
         return int(seed.item())
 
     def _generate_batch(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator
+        self, prompts: list[list[int]], params: SamplingParams, generators: list[torch.Generator] | None
     ) -> list[GenerationOutput]:
         batch = len(prompts)
         tracker = StopTracker(batch, params, self.eos_ids, self._tokenizer)
@@ -296,7 +294,7 @@ class MegatronGenerator(GenerationBackend):
             context.sequence_len_offset = longest
             context.enable_decode_mode()
             for step in range(params.max_new_tokens):
-                new, logprobs = self._sample(logits, params, generator, batch)
+                new, logprobs = self._sample(logits, params, generators, batch)
                 tracker.update(new, logprobs)
                 if tracker.all_done:
                     break
@@ -315,10 +313,14 @@ class MegatronGenerator(GenerationBackend):
         ps.get_global_memory_buffer().get_tensor((numel,), self.config.params_dtype, "mpu")
 
     def _sample(
-        self, logits: Tensor | None, params: SamplingParams, generator: torch.Generator, batch: int
+        self,
+        logits: Tensor | None,
+        params: SamplingParams,
+        generators: list[torch.Generator] | None,
+        batch: int,
     ) -> tuple[Tensor, Tensor]:
         if logits is not None:
-            tokens, logprobs = next_tokens(logits[:, -1, :], params, generator)
+            tokens, logprobs = next_tokens(logits[:, -1, :], params, generators)
             packed = torch.stack([tokens.double(), logprobs.double()])
         else:
             packed = None

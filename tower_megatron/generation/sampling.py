@@ -45,8 +45,20 @@ def _filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
+def row_generators(seed: int, indices: list[int], device: torch.device) -> list[torch.Generator]:
+    """One generator per prompt, seeded from (call seed, prompt index): a prompt's samples do not
+    depend on which other prompts share its forward batch, nor on how a call is split into
+    batches (``max_batch_size``, equal-length grouping) — vLLM's per-request seeds behave alike."""
+    generators = []
+    for index in indices:
+        gen = torch.Generator(device=device)
+        gen.manual_seed((seed * 1_000_003 + index) % 2**63)
+        generators.append(gen)
+    return generators
+
+
 def next_tokens(
-    logits: Tensor, params: SamplingParams, generator: torch.Generator | None
+    logits: Tensor, params: SamplingParams, generators: list[torch.Generator] | None
 ) -> tuple[Tensor, Tensor]:
     """``logits`` [b, V] (fp32, real vocabulary) → (token ids [b], their log-probabilities [b],
     zeros unless ``params.return_logprobs``).
@@ -60,7 +72,9 @@ def next_tokens(
     else:
         filtered = _filter_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)
         probs = filtered.softmax(-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = torch.cat(
+            [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+        )
     if not params.return_logprobs:
         return tokens, torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
     logprobs = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -28,7 +28,7 @@ class ModelFactory:
         """The trained model: chunks wrapped in Megatron DDP (a ``BuiltModel``)."""
         from tower_megatron.training.builder import build_model
 
-        return build_model(self.job, self.model_cfg, **_init_kwargs(initialize))
+        return build_model(self.job, self.model_cfg, initialize=initialize)
 
     def build_frozen(self, weights: str | Path | None = None) -> list[torch.nn.Module]:
         """A frozen model (no DDP, eval mode, no gradients) with the weights of the checkpoint
@@ -37,7 +37,7 @@ class ModelFactory:
         from tower_megatron.models.checkpoint import load_model_checkpoint
         from tower_megatron.training.builder import build_model
 
-        chunks = build_model(self.job, self.model_cfg, wrap_ddp=False, **_init_kwargs(weights is None)).chunks
+        chunks = build_model(self.job, self.model_cfg, wrap_ddp=False, initialize=weights is None).chunks
         if weights is not None:
             load_model_checkpoint(chunks, weights)
         for chunk in chunks:
@@ -45,12 +45,3 @@ class ModelFactory:
             chunk.requires_grad_(False)
         return chunks
 
-
-def _init_kwargs(initialize: bool) -> dict[str, Any]:
-    """``initialize=`` for builders that support skipping the weight initialisation (the weights
-    come from a checkpoint); older builders always initialise."""
-    import inspect
-
-    from tower_megatron.training.builder import build_model
-
-    return {"initialize": initialize} if "initialize" in inspect.signature(build_model).parameters else {}

@@ -18,6 +18,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from tower_megatron.config.schema import JobConfig
 from tower_megatron.runtime import Runtime
 from tower_megatron.training.batches import make_loader
+from tower_megatron.training.builder import sync_params
 from tower_megatron.training.callbacks.base import Callback
 from tower_megatron.training.stage import Stage
 
@@ -73,6 +74,9 @@ class Trainer:
             interval = self.job.train.eval_interval
             if interval and self.state.step % interval == 0 and not self.should_stop:
                 self.evaluate()
+        # With the distributed optimizer's overlapped param gather the last update reaches the
+        # weights only at the next forward: gather it now, before anything reads them.
+        sync_params(self.model)
         self._call("on_train_end")
         return self.state
 

@@ -41,7 +41,12 @@ class HistoryCallback(Callback):
 def build_callbacks(job: JobConfig, run_dir: Path, model: ModelConfig, runtime: Any = None) -> list[Callback]:
     log = job.logging
     callbacks: list[Callback] = [
-        ThroughputMonitor(flops_per_token(model, job.train.seq_length), job.train.precision, log.peak_tflops),
+        # Megatron-LM counts the logits of the padded vocabulary (they are computed too).
+        ThroughputMonitor(
+            flops_per_token(model, job.train.seq_length, vocab_size=_padded_vocab(job, model)),
+            job.train.precision,
+            log.peak_tflops,
+        ),
         CheckpointCallback(
             run_dir / "checkpoints",
             job.checkpoint.save_interval,
@@ -75,3 +80,9 @@ def build_callbacks(job: JobConfig, run_dir: Path, model: ModelConfig, runtime: 
 
         callbacks.append(ProfilerCallback(run_dir / "profile", job.profiling))
     return callbacks
+
+
+def _padded_vocab(job: JobConfig, model: ModelConfig) -> int:
+    from tower_megatron.models import pad_vocab
+
+    return pad_vocab(model.vocab_size, model.make_vocab_size_divisible_by, job.parallel.tensor_model_parallel_size)
