@@ -62,7 +62,10 @@ setup(
         # `tower-megatron eval`: MeCab word segmentation for Japanese/Korean BLEU (else 'char'),
         # COMET/XCOMET from a local checkpoint (translation.comet_model)
         "eval": ["sacrebleu[ja,ko]", "unbabel-comet>=2.2"],
-        "dev": ["pytest>=8", "pytest-timeout", "ruff"],
+        # Reference implementations the parity tests and benchmarks compare against (TRL's
+        # DPOTrainer/SFTTrainer); not a runtime dependency. In dev too, so CI runs those tests.
+        "bench": ["trl>=1.16"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "trl>=1.16"],
     },
     entry_points={"console_scripts": ["tower-megatron=tower_megatron.cli:main"]},
 )

@@ -72,8 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     for verb, (_, help_text) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
         p.add_argument("config", help="YAML recipe (see configs/)")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="NeMo-style overrides")
+        # plan/launch also take --flag style arguments (--gpus 32), which they translate into
+        # overrides themselves: hand them everything after CONFIG untouched.
+        nargs = argparse.REMAINDER if verb in FLAG_VERBS else "*"
+        p.add_argument("overrides", nargs=nargs, metavar="key=value", help="NeMo-style overrides")
     return parser
+
+
+FLAG_VERBS = ("plan", "launch")
 
 
 def _quiet_known_warnings() -> None:

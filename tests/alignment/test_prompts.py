@@ -140,6 +140,13 @@ MALFORMED = [
         },
         r":2: messages: the last message must be the user's",
     ),
+    (
+        {
+            "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "r"}],
+            "reward": GOOD["reward"],
+        },
+        r":2: messages\[1\]\.role: expected a assistant turn",
+    ),
     ({"prompt": "q"}, r":2: reward: expected a mapping with a 'type', got NoneType"),
     (
         {"prompt": "q", "reward": {"type": "bleu"}},

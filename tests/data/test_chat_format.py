@@ -201,3 +201,46 @@ def test_preprocessed_files_equal_apply_chat_template(hf_dir, tmp_path, fmt_name
         )
         assert ids.tolist() == want["input_ids"]
         assert (mask > 0).astype(int).tolist() == want["assistant_masks"]
+
+
+@pytest.mark.parametrize("fmt_name", ["gemma", "chatml"])
+def test_encode_chat_equals_apply_chat_template(hf_dir, fmt_name):
+    """``encode_chat`` (what generate, eval, serve and GRPO prompt with) gives the ids of
+    transformers' ``apply_chat_template(add_generation_prompt=True)``, BOS included for Gemma."""
+    from tower_megatron.data.chat_format import encode_chat
+    from tower_megatron.data.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(TokenizerConfig(type="huggingface", path=str(hf_dir)))
+    reference = _hf(hf_dir, CHAT_TEMPLATES.get(fmt_name))
+    for messages in CONVERSATIONS.values():
+        prompt = messages[:-1]
+        want = reference.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
+        assert encode_chat(prompt, tokenizer, fmt_name) == list(want["input_ids"])
+        assert (want["input_ids"][0] == tokenizer.bos) == (fmt_name == "gemma")
+
+
+CHECK_MESSAGES = [
+    ("hi", "messages: expected a non-empty list of {role, content}"),
+    ([], "messages: expected a non-empty list of {role, content}"),
+    ([{"role": "user", "content": "a"}, "b"], "messages[1]: expected an object, got str"),
+    ([{"role": "user", "content": 3}], "messages[0].content: expected a string"),
+    ([{"role": "bot", "content": "a"}], "messages[0].role: expected system, user or assistant, got 'bot'"),
+    ([{"content": "a"}], "messages[0].role: expected system, user or assistant, got None"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "messages[1].role: expected a assistant"),
+]
+
+
+@pytest.mark.parametrize(("messages", "message"), CHECK_MESSAGES)
+def test_check_messages_names_the_offending_value(messages, message):
+    from tower_megatron.data.chat_format import check_messages
+
+    with pytest.raises(ChatFormatError) as info:
+        check_messages(messages)
+    assert f"{info.value.where('messages')}: {info.value}".startswith(message)
+
+
+def test_check_messages_keeps_role_and_content_only():
+    from tower_megatron.data.chat_format import check_messages
+
+    messages = [{"role": "system", "content": "s", "name": "x"}, {"role": "user", "content": "u"}]
+    assert check_messages(messages) == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]

@@ -48,7 +48,7 @@ def _train_and_generate(root: str) -> dict:
     )
     run_training(job)
     gen = load_generator(run_dir, device="cpu")  # the run directory: its newest checkpoint
-    prompts = encode_requests(REQUESTS, gen.tokenizer, "gemma", "test")
+    prompts = encode_requests(REQUESTS, gen.tokenizer, "gemma")
     outs = gen.generate(prompts, SamplingParams(max_new_tokens=NEW_TOKENS))
     return {
         "run_dir": str(run_dir),
@@ -68,9 +68,12 @@ def test_generate_verb_on_a_trainer_checkpoint(trained, tmp_path):
     inputs = tmp_path / "requests.jsonl"
     inputs.write_text("".join(json.dumps(r) + "\n" for r in REQUESTS))
     config = tmp_path / "generate.yaml"
-    config.write_text(f"checkpoint: {trained['run_dir']}/checkpoints\ninput: {inputs}\ndevice: cpu\n")
+    config.write_text(f"checkpoint:\n  path: {trained['run_dir']}/checkpoints\n  device: cpu\ninput: {inputs}\n")
     out_dir = tmp_path / "out"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # Not this process's world: an earlier in-process load_generator set MASTER_PORT (its store
+    # still listens there), which the CLI would otherwise inherit and fail to bind.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [
             sys.executable,
@@ -115,9 +118,9 @@ def test_chat_prompt_is_rendered_with_generation_prompt_and_bos(trained):
 @pytest.mark.parametrize(
     "line,message",
     [
-        ("{not json", "line 2: not valid JSON"),
-        ('{"text": "x"}', "line 2: needs exactly one of the fields 'prompt' (text) or 'messages' (chat)"),
-        ('{"messages": [{"role": "bot", "content": "x"}]}', "line 2: field 'messages' must be"),
+        ("{not json", ":2: invalid JSON (Expecting property name"),
+        ('{"text": "x"}', ":2: needs exactly one of the fields 'prompt' (text) or 'messages' (chat)"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', ":2: field 'messages' must be"),
     ],
 )
 def test_bad_input_line_is_one_clear_error(tmp_path, capsys, line, message):
@@ -126,9 +129,9 @@ def test_bad_input_line_is_one_clear_error(tmp_path, capsys, line, message):
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"prompt": "ok"}\n' + line + "\n")
     config = tmp_path / "g.yaml"
-    config.write_text(f"checkpoint: {tmp_path}\ninput: {inputs}\n")
+    config.write_text(f"checkpoint:\n  path: {tmp_path}\ninput: {inputs}\n")
     rc = main(["generate", str(config)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert f"{inputs}, {message}" in err
+    assert f"{inputs}{message}" in err
     assert not (tmp_path / "runs").exists()

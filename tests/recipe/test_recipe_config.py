@@ -108,3 +108,26 @@ def test_unknown_stage_in_stage_overrides_lists_the_stages(tmp_path):
 
     with pytest.raises(ConfigError, match=r"stage_overrides: no stage named spt \(stages: "):
         load_recipe(RECIPES / "tiny-cpu.yaml", ["stage_overrides.spt=[train.train_steps=2]"])
+
+
+def test_refuses_to_start_under_torchrun(monkeypatch):
+    """Every rank would start its own stages: the recipe is one process per node instead."""
+    from tower_megatron.config.loader import ConfigError
+    from tower_megatron.recipe.runner import recipe_main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"runs as one process per node .* do not start it under torchrun"):
+        recipe_main(str(RECIPES / "tiny-cpu.yaml"), [])
+
+
+def test_curves_keep_the_last_value_of_a_step_logged_twice(tmp_path):
+    """After a kill and resume, metrics.jsonl holds the steps after the checkpoint twice (and maybe
+    a line cut by kill -9): the plots use the resumed run's values."""
+    from tower_megatron.recipe.summary import curve, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 1, "train/loss": 3.0}\n{"step": 2, "train/loss": 2.5}\n{"step": 3, "train/loss": 2.4}\n'
+        '{"step": 3, "train/lo\n{"step": 3, "train/loss": 2.25}\n{"step": 4, "train/loss": 2.0}\n',
+        encoding="utf-8",
+    )
+    assert curve(read_metrics(tmp_path), "train/loss") == [(1, 3.0), (2, 2.5), (3, 2.25), (4, 2.0)]

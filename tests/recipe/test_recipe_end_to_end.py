@@ -4,7 +4,8 @@ One uninterrupted run is the reference: it must leave the Pareto report, plots, 
 every stage's metrics.jsonl, with every reported number equal to the eval JSON field it links
 to. Rerunning it does nothing. Runs killed (kill -9 of the recipe's process group) during CPT and
 during WPO, then rerun, must resume the killed stage from its checkpoint and end with exactly
-the reference's final losses, rewards and eval scores.
+the reference's final losses, rewards and eval scores. (A killed run starts from a copy of the
+reference's finished stages before the killed one, which keeps the test to the stages it checks.)
 """
 
 from __future__ import annotations
@@ -121,9 +122,14 @@ def test_kill_during_a_stage_then_rerun_resumes_it_and_ends_as_the_reference(ref
     ref_root, _ = reference
     out = workspace / f"killed-{stage}"
     root = out / "tiny-cpu"
-    # The token files exist already: mark the data stages complete instead of rebuilding them.
+    # Start from the reference's state before `stage`: the token files exist (same workspace), so
+    # the data stages and the train stages before `stage` (run directories, evals) are copied.
+    before = [*DATA_STAGES, *TRAIN_STAGES[: TRAIN_STAGES.index(stage)]]
+    for name in TRAIN_STAGES[: TRAIN_STAGES.index(stage)]:
+        shutil.copytree(ref_root / name, root / name)
+        shutil.copytree(ref_root / "eval" / name, root / "eval" / name)
     shutil.copytree(ref_root / "markers", root / "markers", ignore=lambda d, names: [
-        n for n in names if not n.startswith("data-")])  # fmt: skip
+        n for n in names if n.removesuffix(".json").removesuffix(".eval") not in before])  # fmt: skip
     proc = subprocess.Popen(_cmd(out), cwd=workspace, env=_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     ckpt = root / stage / "checkpoints" / "iter_0000002"

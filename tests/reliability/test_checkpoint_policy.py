@@ -19,6 +19,7 @@ import pytest
 
 from tower_megatron.config import ConfigError
 from tower_megatron.testing import run_distributed
+from tower_megatron.testing.processes import tmpfs
 
 COMMON = ("data.split=98,2,0", "checkpoint.save_at_end=true", "scheduler.warmup_steps=2")
 CHANGED = ("train.train_steps=8", "optimizer.lr=2e-3", "optimizer.adam_beta2=0.9")
@@ -145,13 +146,7 @@ def test_full_disk_during_a_save_is_one_line(tmp_path):
     from tower_megatron.config import to_yaml
     from tower_megatron.testing.tiny import build_tiny_assets, tiny_job
 
-    mnt = tmp_path / "small_fs"
-    mnt.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "small_fs", "600k") as mnt:
         job = tiny_job(build_tiny_assets(tmp_path / "assets"), mnt / "run", *COMMON, "train.train_steps=2",
                        f"data.cache_dir={tmp_path / 'cache'}")  # fmt: skip
         config = tmp_path / "job.yaml"
@@ -166,5 +161,3 @@ def test_full_disk_during_a_save_is_one_line(tmp_path):
         ), last
         assert "Traceback" not in proc.stderr
         assert not list((mnt / "run" / "checkpoints").glob("iter_*"))  # nothing half-written is complete
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)

@@ -16,6 +16,7 @@ import yaml
 from tower_megatron.cli import main
 from tower_megatron.config import ConfigError
 from tower_megatron.resources import DEMO_TOKENIZER
+from tower_megatron.testing.processes import tmpfs
 from tower_megatron.training.entry import load_job
 
 # name -> (overrides, expected parts of the one error line)
@@ -184,13 +185,7 @@ def test_read_only_output_dir(base, tmp_path, monkeypatch):
     """A read-only filesystem under run.output_dir (a tmpfs remounted read-only; needs root)."""
     import subprocess
 
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "ro", "1m") as mnt:
         (mnt / "runs").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         monkeypatch.setenv("WORLD_SIZE", "1")
@@ -200,8 +195,6 @@ def test_read_only_output_dir(base, tmp_path, monkeypatch):
             f"run.output_dir: cannot write checkpoints under {mnt / 'runs' / 'job' / 'checkpoints'} "
             f"({mnt / 'runs'} is not writable)"
         )
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 LOADER_CASES = [

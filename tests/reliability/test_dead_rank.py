@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import complete_checkpoints, kill_tree, records
 
 from tower_megatron.runtime import free_port
 from tower_megatron.runtime.watchdog import PEER_FAILURE_EXIT
+from tower_megatron.testing.processes import complete_checkpoints, kill_tree, metrics_records
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 300  # far below the 10-minute process-group timeout the job is given
@@ -73,9 +73,9 @@ def _run_and_stop_rank1(root: Path, path: str, sig: int) -> tuple[int, str]:
     log0 = root / f"rank0_{sig}.log"
     procs = [_rank(0, path, port, log0), _rank(1, path, port, root / f"rank1_{sig}.log")]
     try:
-        already = len(records(run_dir))
+        already = len(metrics_records(run_dir))
         deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline and not any(r["step"] >= 3 for r in records(run_dir)[already:]):
+        while time.monotonic() < deadline and not any(r["step"] >= 3 for r in metrics_records(run_dir)[already:]):
             assert all(p.poll() is None for p in procs), log0.read_text()[-3000:]
             time.sleep(0.05)
         procs[1].send_signal(sig)

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import complete_checkpoints, kill_tree, records, wait_or_fail
+
+from tower_megatron.testing.processes import complete_checkpoints, kill_tree, metrics_records, wait_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = [
@@ -60,7 +61,7 @@ def _workers(proc: subprocess.Popen) -> list:
 def _wait_for_step(proc: subprocess.Popen, run_dir: Path, already: int, min_step: int) -> None:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(r["step"] >= min_step for r in records(run_dir)[already:]):
+        if any(r["step"] >= min_step for r in metrics_records(run_dir)[already:]):
             return
         time.sleep(0.05)
     raise AssertionError(f"the run ended or stalled before step {min_step} (exit {proc.poll()})")
@@ -69,7 +70,7 @@ def _wait_for_step(proc: subprocess.Popen, run_dir: Path, already: int, min_step
 def _stopped_cleanly(proc: subprocess.Popen, log: Path, run_dir: Path) -> int:
     code = wait_or_fail(proc, log, TIMEOUT)
     assert code == 0, f"launcher exit {code}:\n{log.read_text()[-4000:]}"
-    stopped = records(run_dir)[-1]["step"]
+    stopped = metrics_records(run_dir)[-1]["step"]
     assert stopped < STEPS, "the signal came after the run ended"
     ckpt = run_dir / "checkpoints"
     assert f"iter_{stopped:07d}" in complete_checkpoints(ckpt), log.read_text()[-3000:]
@@ -111,7 +112,7 @@ def test_signals_to_launcher_and_group_save_and_resume_exactly(env):
         assert wait_or_fail(proc, log, TIMEOUT) == 0, log.read_text()[-4000:]
     finally:
         kill_tree(proc)
-    reference = {r["step"]: r for r in records(root / "reference")}
+    reference = {r["step"]: r for r in metrics_records(root / "reference")}
     assert sorted(reference) == list(range(1, STEPS + 1))
 
     # 1. SIGTERM to the launcher only, after the step-2 checkpoint exists.
@@ -134,7 +135,7 @@ def test_signals_to_launcher_and_group_save_and_resume_exactly(env):
     log = root / "slurm_sigusr1.log"
     proc = _launch(config, "run", log)
     try:
-        _wait_for_step(proc, run_dir, len(records(run_dir)), first + 2)
+        _wait_for_step(proc, run_dir, len(metrics_records(run_dir)), first + 2)
         for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
             os.kill(p.pid, signal.SIGUSR1)
         second = _stopped_cleanly(proc, log, run_dir)
@@ -147,7 +148,7 @@ def test_signals_to_launcher_and_group_save_and_resume_exactly(env):
     log = root / "group_sigterm.log"
     proc = _launch(config, "run", log)
     try:
-        _wait_for_step(proc, run_dir, len(records(run_dir)), second + 2)
+        _wait_for_step(proc, run_dir, len(metrics_records(run_dir)), second + 2)
         os.killpg(proc.pid, signal.SIGTERM)
         _stopped_cleanly(proc, log, run_dir)
     finally:
@@ -160,7 +161,7 @@ def test_signals_to_launcher_and_group_save_and_resume_exactly(env):
         assert wait_or_fail(proc, log, TIMEOUT) == 0, log.read_text()[-4000:]
     finally:
         kill_tree(proc)
-    got = records(run_dir)
+    got = metrics_records(run_dir)
     assert {r["step"] for r in got} == set(range(1, STEPS + 1))
     for record in got:
         want = reference[record["step"]]

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability_helpers import kill_tree
 
 from tower_megatron.config.data import TokenizerConfig
 from tower_megatron.config.loader import ConfigError, load_config
 from tower_megatron.config.preprocess import PreprocessConfig, SourceConfig
 from tower_megatron.data.preprocess import run_preprocess
 from tower_megatron.resources import DEMO_TOKENIZER
+from tower_megatron.testing.processes import kill_tree, tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 SENTENCES = ["All human beings are born free and equal in dignity and rights.", "Where is the station?"]
@@ -170,13 +170,7 @@ def test_sigterm_and_kill9_leave_no_workers_or_staging(big_recipe, tmp_path):
 
 def test_full_disk_is_reported_and_leaves_nothing(tmp_path):
     """A 1 MiB tmpfs as the output filesystem (needs root to mount; skipped otherwise)."""
-    mnt = tmp_path / "small_fs"
-    mnt.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "small_fs", "1m") as mnt:
         (mnt / "notes.txt").write_text("keep me")
         src = _write(tmp_path / "in" / "big.jsonl", 60_000)
         recipe = tmp_path / "recipe.yaml"
@@ -194,5 +188,3 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path):
         assert "No space left on device" in last and str(mnt / "tokens") in last, last
         assert "Traceback" not in proc.stderr
         assert sorted(p.name for p in mnt.iterdir()) == ["notes.txt"]
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)

@@ -22,7 +22,6 @@ kill -9 injector: the training CLI's ``train_main`` with a SIGKILL after step ST
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tower_megatron.testing.processes import complete_checkpoints, kill_tree, metrics_records, wait_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--monitor-interval=0.1"]
@@ -48,20 +49,6 @@ def _launch(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    import psutil
-
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 @contextlib.contextmanager
 def _running(cmd: list[str], log: Path):
     """A launch that is killed (with its whole process tree) if the test fails while it runs."""
@@ -70,15 +57,7 @@ def _running(cmd: list[str], log: Path):
         yield proc
     finally:
         if proc.poll() is None:
-            _kill_tree(proc)
-
-
-def _wait(proc: subprocess.Popen, log: Path) -> int:
-    try:
-        return proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc)
-        pytest.fail(f"{proc.args} did not finish in {TIMEOUT}s:\n{log.read_text()[-4000:]}")
+            kill_tree(proc)
 
 
 def _worker_pid(proc: subprocess.Popen, rank: int) -> int:
@@ -90,20 +69,12 @@ def _worker_pid(proc: subprocess.Popen, rank: int) -> int:
     raise AssertionError(f"no rank {rank} under torchrun {proc.pid}")
 
 
-def _records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
 def _signal_at_step(proc: subprocess.Popen, run_dir: Path, min_step: int, rank: int, sig: int) -> None:
     """Sends ``sig`` to one rank once a step ≥ ``min_step`` was logged by this launch."""
-    already = len(_records(run_dir))
+    already = len(metrics_records(run_dir))
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
-        new = _records(run_dir)[already:]
+        new = metrics_records(run_dir)[already:]
         if any(r["step"] >= min_step for r in new):
             os.kill(_worker_pid(proc, rank), sig)
             return
@@ -113,14 +84,10 @@ def _signal_at_step(proc: subprocess.Popen, run_dir: Path, min_step: int, rank: 
 
 def _run(cmd: list[str], log: Path, expect_ok: bool = True) -> int:
     with _running(cmd, log) as proc:
-        code = _wait(proc, log)
+        code = wait_or_fail(proc, log, TIMEOUT)
     if expect_ok:
         assert code == 0, f"exit {code}:\n{log.read_text()[-4000:]}"
     return code
-
-
-def _complete(ckpt: Path) -> list[str]:
-    return sorted(p.name for p in ckpt.glob("iter_*") if (p / "tower_meta.json").is_file())
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -148,10 +115,10 @@ def resume_env(tmp_path_factory) -> dict:
 def reference(resume_env) -> dict[int, dict]:
     root = resume_env["root"]
     _run([*CLI, resume_env["config"], "run.name=reference"], root / "reference.log")
-    records = {r["step"]: r for r in _records(root / "reference")}
+    records = {r["step"]: r for r in metrics_records(root / "reference")}
     assert sorted(records) == list(range(1, STEPS + 1))
     # keep_last=2: older ones were pruned once iter_12 existed.
-    assert _complete(root / "reference" / "checkpoints") == ["iter_0000009", "iter_0000012"]
+    assert complete_checkpoints(root / "reference" / "checkpoints") == ["iter_0000009", "iter_0000012"]
     return records
 
 
@@ -164,12 +131,12 @@ def test_interrupted_run_resumes_exactly(resume_env, reference):
     # 1. SIGTERM reaches rank 1 only; the all-reduced flag stops both at one step boundary.
     with _running(cli, root / "sigterm.log") as proc:
         _signal_at_step(proc, run_dir, 2, rank=1, sig=signal.SIGTERM)
-        assert _wait(proc, root / "sigterm.log") == 0, (root / "sigterm.log").read_text()[-4000:]
-    stopped = _records(run_dir)[-1]["step"]
+        assert wait_or_fail(proc, root / "sigterm.log", TIMEOUT) == 0, (root / "sigterm.log").read_text()[-4000:]
+    stopped = metrics_records(run_dir)[-1]["step"]
     # On a loaded machine the test may notice step 2 late; any stop before the kill step works.
     assert stopped < KILL_STEP, f"the signal came too late (step {stopped}) for the rest of the story"
     last_good = max(stopped, 6)  # the newest complete checkpoint when the kill hits step 9's save
-    assert f"iter_{stopped:07d}" in _complete(ckpt)
+    assert f"iter_{stopped:07d}" in complete_checkpoints(ckpt)
     assert (ckpt / "latest").read_text().strip() == f"iter_{stopped:07d}"
 
     # 2. kill -9 of every training process while step 9's checkpoint is being written.
@@ -179,24 +146,24 @@ def test_interrupted_run_resumes_exactly(resume_env, reference):
     assert f"resumed from {ckpt / f'iter_{stopped:07d}'}" in log.read_text()
     assert (ckpt / ".tmp_iter_0000009").is_dir(), "the kill did not happen during the save"
     assert any((ckpt / ".tmp_iter_0000009").iterdir()), "the interrupted save wrote nothing"
-    assert _complete(ckpt)[-1] == f"iter_{last_good:07d}"
+    assert complete_checkpoints(ckpt)[-1] == f"iter_{last_good:07d}"
     assert (ckpt / "latest").read_text().strip() == f"iter_{last_good:07d}"
-    assert max(r["step"] for r in _records(run_dir)) == 8  # step 9 was killed before its log line
+    assert max(r["step"] for r in metrics_records(run_dir)) == 8  # step 9 was killed before its log line
 
     # 3. Restart: the interrupted save is cleaned up; SIGUSR1 to rank 0 only stops it again.
     with _running(cli, root / "sigusr1.log") as proc:
         _signal_at_step(proc, run_dir, last_good + 1, rank=0, sig=signal.SIGUSR1)
-        assert _wait(proc, root / "sigusr1.log") == 0, (root / "sigusr1.log").read_text()[-4000:]
+        assert wait_or_fail(proc, root / "sigusr1.log", TIMEOUT) == 0, (root / "sigusr1.log").read_text()[-4000:]
     log_text = (root / "sigusr1.log").read_text()
     assert f"resumed from {ckpt / f'iter_{last_good:07d}'}" in log_text
     assert "removed the interrupted save" in log_text
     assert not (ckpt / ".tmp_iter_0000009").exists()
-    second_stop = _records(run_dir)[-1]["step"]
+    second_stop = metrics_records(run_dir)[-1]["step"]
     assert last_good + 1 <= second_stop < STEPS
 
     # 4. Restart to the end.
     _run(cli, root / "final.log")
-    records = _records(run_dir)
+    records = metrics_records(run_dir)
     assert records[-1]["step"] == STEPS
     assert {r["step"] for r in records} == set(range(1, STEPS + 1))
     assert len(records) > STEPS  # steps re-run after the kill were logged twice
@@ -204,7 +171,7 @@ def test_interrupted_run_resumes_exactly(resume_env, reference):
         want = reference[record["step"]]
         for key in ("train/loss", "train/lr", "train/grad_norm"):
             assert record[key] == want[key], f"step {record['step']} {key}: {record[key]!r} != {want[key]!r}"
-    kept = _complete(ckpt)
+    kept = complete_checkpoints(ckpt)
     assert len(kept) == 2 and kept[-1] == "iter_0000012", kept  # keep_last=2
 
 

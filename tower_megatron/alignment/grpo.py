@@ -32,7 +32,8 @@ from megatron.core import parallel_state as ps
 
 from tower_megatron.alignment.logprobs import token_entropy, token_logprobs
 from tower_megatron.alignment.losses import ADVANTAGE_ESTIMATORS, grpo_token_loss, masked_normalise
-from tower_megatron.alignment.prompts import PromptSampler, encode_prompt, load_prompts
+from tower_megatron.alignment.prompts import PromptSampler, load_prompts
+from tower_megatron.data.chat_format import encode_chat, family_format
 from tower_megatron.training.stage import STAGES, Stage, StepOutput
 
 LOSS_KEYS = ("policy loss", "kl", "clip fraction", "entropy")
@@ -143,9 +144,9 @@ class GRPOStage(Stage):
         chosen = self.sampler.take(opts.num_prompts_per_step)
         share = len(chosen) // dp
         local = [self.prompts[i] for i in chosen[dp_rank * share : (dp_rank + 1) * share]]
-        fmt = opts.chat_format or _family_format(self.job.model.arch)
+        fmt = opts.chat_format or family_format(self.job.model.arch)
         budget = self.job.train.seq_length - opts.max_new_tokens
-        encoded = [encode_prompt(p, self.tokenizer, fmt)[-budget:] for p in local]
+        encoded = [encode_chat(list(p.messages), self.tokenizer, fmt)[-budget:] for p in local]
         group = opts.num_generations_per_prompt
         params = SamplingParams(
             max_new_tokens=opts.max_new_tokens,
@@ -326,9 +327,3 @@ class GRPOStage(Stage):
 def _scores_here() -> bool:
     group = ps.get_model_parallel_group()
     return dist.get_rank(group) == 0
-
-
-def _family_format(arch: str) -> str:
-    from tower_megatron.data.chat_format import FAMILY_FORMATS
-
-    return FAMILY_FORMATS.get(arch, "gemma")

@@ -108,23 +108,14 @@ class PreferenceStage(Stage):
 
     def __init__(self, job: Any, tokenizer: Any, runtime: Any = None) -> None:
         super().__init__(job, tokenizer, runtime)
-        self.loss_fn = PREFERENCE_LOSSES.get(self._loss_name(job)) if self._loss_name(job) in PREFERENCE_LOSSES else None
+        self.loss_fn = PREFERENCE_LOSSES.get(self._loss_name(job))  # checked by check_config
         self.reference_model: list[torch.nn.Module] | None = None
 
     # ------------------------------------------------------------------ data and models
     def build_datasets(self, cache_dir: str) -> tuple[Any, dict[str, Any]]:
         from tower_megatron.data.preference_dataset import build_preference_datasets
 
-        train = self.job.train
-        return build_preference_datasets(
-            self.job,
-            self.tokenizer,
-            seq_length=train.seq_length,
-            train_samples=self.num_train_samples(),
-            valid_samples=max(1, train.eval_steps) * train.global_batch_size,
-            seed=self.job.run.seed,
-            cache_dir=cache_dir,
-        )
+        return build_preference_datasets(self.job, self.tokenizer, **self.dataset_sizes(cache_dir))
 
     def pipeline_shape(self) -> tuple[int, int]:
         return self.job.train.seq_length, 2 * self.job.train.micro_batch_size

@@ -67,16 +67,7 @@ class SFTStage(Stage):
     def build_datasets(self, cache_dir: str) -> tuple[Any, dict[str, Any]]:
         from tower_megatron.data.sft_dataset import build_sft_datasets
 
-        train = self.job.train
-        return build_sft_datasets(
-            self.job,
-            self.tokenizer,
-            seq_length=train.seq_length,
-            train_samples=self.num_train_samples(),
-            valid_samples=max(1, train.eval_steps) * train.global_batch_size,
-            seed=self.job.run.seed,
-            cache_dir=cache_dir,
-        )
+        return build_sft_datasets(self.job, self.tokenizer, **self.dataset_sizes(cache_dir))
 
     def _uses_thd(self) -> bool:
         from tower_megatron.models.family import use_transformer_engine

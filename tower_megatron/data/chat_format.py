@@ -26,7 +26,7 @@ Decided once for every family:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from tower_megatron.registry import Registry
 
@@ -36,9 +36,15 @@ CHAT_ROLES = ("system", "user", "assistant")
 class ChatFormatError(ValueError):
     """A conversation the format cannot render; ``index`` is the offending message's position."""
 
-    def __init__(self, message: str, index: Optional[int] = None, field: str = "role") -> None:
+    def __init__(self, message: str, index: Optional[int] = None, field: Optional[str] = "role") -> None:
         self.index, self.field = index, field
         super().__init__(message)
+
+    def where(self, name: str = "messages") -> str:
+        """The offending value's path: ``messages``, ``messages[1]`` or ``messages[1].role``."""
+        if self.index is None:
+            return name
+        return f"{name}[{self.index}]" + (f".{self.field}" if self.field else "")
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ def check_roles(messages: list[dict]) -> tuple[Optional[str], list[dict]]:
     for i, msg in enumerate(turns):
         role = msg.get("role")
         if role not in CHAT_ROLES:
-            raise ChatFormatError(f"{role!r} is not one of {list(CHAT_ROLES)}", i + offset)
+            raise ChatFormatError(f"expected system, user or assistant, got {role!r}", i + offset)
         if role == "system":
             raise ChatFormatError("a system message may only be the first message", i + offset)
         want = "user" if i % 2 == 0 else "assistant"
@@ -171,6 +177,22 @@ def check_roles(messages: list[dict]) -> tuple[Optional[str], list[dict]]:
                 i + offset,
             )
     return system, turns
+
+
+def check_messages(messages: Any) -> list[dict]:
+    """``messages`` as ``[{"role", "content"}]`` (other keys dropped) once it is a non-empty list of
+    objects with string contents in the role order of :func:`check_roles`; else a
+    :class:`ChatFormatError` whose :meth:`~ChatFormatError.where` names the offending value."""
+    if not isinstance(messages, list) or not messages:
+        raise ChatFormatError("expected a non-empty list of {role, content}", None, None)
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise ChatFormatError(f"expected an object, got {type(msg).__name__}", i, None)
+        if not isinstance(msg.get("content"), str):
+            raise ChatFormatError("expected a string", i, "content")
+    out = [{"role": m.get("role"), "content": m["content"]} for m in messages]
+    check_roles(out)
+    return out
 
 
 def _lit(text: str) -> str:
@@ -218,3 +240,31 @@ FAMILY_FORMATS = {
 def format_for(name: str) -> ChatFormat:
     """A chat format by its name or a model family's (``gemma2`` → ``gemma``, ``qwen2`` → ``chatml``)."""
     return CHAT_FORMATS.get(FAMILY_FORMATS.get(name, name))
+
+
+DEFAULT_CHAT_FORMAT = "gemma"  # what preprocessing renders chats in unless told (plain GPT runs too)
+
+
+def family_format(arch: str) -> str:
+    """The chat format a model family is trained and prompted in (``DEFAULT_CHAT_FORMAT`` for
+    architectures without one, e.g. plain GPT)."""
+    return FAMILY_FORMATS.get(arch, DEFAULT_CHAT_FORMAT)
+
+
+def encode_chat(
+    messages: list[dict],
+    tokenizer: Any,
+    chat_format: str | ChatFormat,
+    add_generation_prompt: bool = True,
+    add_bos: Optional[bool] = None,
+) -> list[int]:
+    """Token ids of a conversation rendered in ``chat_format`` (a format, a format's name or a
+    model family's), by default ending with the model's turn opened. The rendered text holds no
+    BOS (see the module docstring): the tokenizer's BOS id is put first when ``add_bos`` says so
+    (default: when the format has a BOS token) and the tokenizer has one."""
+    fmt = chat_format if isinstance(chat_format, ChatFormat) else format_for(chat_format)
+    ids = list(tokenizer.tokenize(fmt.render(messages, add_generation_prompt=add_generation_prompt).text))
+    if add_bos is None:
+        add_bos = fmt.bos_token is not None
+    bos = getattr(tokenizer, "bos", None) if add_bos else None
+    return ([int(bos)] if bos is not None and bos >= 0 else []) + ids

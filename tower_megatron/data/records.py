@@ -17,8 +17,8 @@ from tower_megatron.config.preprocess import FilterConfig
 from tower_megatron.data.chat_format import ChatFormatError
 from tower_megatron.data.languages import LanguageDetector, UnknownLanguageError, standardize
 from tower_megatron.data.readers import InputError
-from tower_megatron.data.sft_records import CHAT_KINDS, chat_record
-from tower_megatron.data.templates import CHAT_FORMATS, CHAT_ROLES, TemplatePicker
+from tower_megatron.data.sft_records import CHAT_KINDS, chat_record, message_list
+from tower_megatron.data.templates import CHAT_FORMATS, TemplatePicker
 
 KINDS = ("mono", "parallel", "instruction", "sft", "preference")
 TSV_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang", "text", "lang", "id", "skip")
@@ -188,7 +188,7 @@ class RecordProcessor:
             try:
                 docs = [(lang, self.chat(messages))]
             except ChatFormatError as exc:  # role order (the format's rule, shared with SFT)
-                raise err(f"messages[{exc.index}].role", str(exc), "bad_roles") from None
+                raise err(exc.where("messages"), str(exc), "bad_roles") from None
         elif src.kind in CHAT_KINDS:  # rendered with loss-mask spans: see data/sft_records.py
             tag, parts, texts, spans = chat_record(self, obj, src, err)
             key, docs = _digest(*parts), [(tag, t) for t in texts]
@@ -201,18 +201,7 @@ class RecordProcessor:
         messages = obj.get("messages")
         if messages is None:
             raise err("messages", "missing", "missing_field")
-        if not isinstance(messages, list) or not messages:
-            raise err("messages", "expected a non-empty list of {role, content}", "bad_messages")
-        out = []
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, dict):
-                raise err(f"messages[{i}]", f"expected an object, got {type(msg).__name__}", "bad_messages")
-            role = msg.get("role")
-            if role not in CHAT_ROLES:
-                raise err(f"messages[{i}].role", f"{role!r} is not one of {list(CHAT_ROLES)}", "unknown_role")
-            sub = _Err(err.path, err.line, prefix=f"messages[{i}].")
-            out.append({"role": role, "content": self._text(msg, "content", sub)})
-        return out
+        return message_list(self, messages, "messages", err, strip=True)
 
     def _parallel(self, obj: dict, src: SourceSpec, err: _Err) -> tuple[bytes, list]:
         sl = self._lang(obj, "src_lang", src.src_lang, err)

@@ -72,7 +72,9 @@ def chat_record(
     return tag, [src.kind, tag, *parts], texts, spans
 
 
-def _message_list(proc: RecordProcessor, value: Any, name: str, err: _Err) -> list[dict]:
+def message_list(proc: RecordProcessor, value: Any, name: str, err: _Err, strip: bool = False) -> list[dict]:
+    """Checked ``{role, content}`` messages with normalized contents (stripped only for CPT's
+    ``instruction`` kind with ``filters.strip``: SFT trains on exactly what the template renders)."""
     from tower_megatron.data.records import _Err
 
     if not isinstance(value, list) or not value:
@@ -83,9 +85,9 @@ def _message_list(proc: RecordProcessor, value: Any, name: str, err: _Err) -> li
             raise err(f"{name}[{i}]", f"expected an object, got {type(msg).__name__}", "bad_messages")
         role = msg.get("role")
         if role not in CHAT_ROLES:
-            raise err(f"{name}[{i}].role", f"{role!r} is not one of {list(CHAT_ROLES)}", "unknown_role")
+            raise err(f"{name}[{i}].role", f"expected system, user or assistant, got {role!r}", "unknown_role")
         sub = _Err(err.path, err.line, prefix=f"{err.prefix}{name}[{i}].")
-        out.append({"role": role, "content": proc._text(msg, "content", sub, strip=False)})
+        out.append({"role": role, "content": proc._text(msg, "content", sub, strip=strip)})
     return out
 
 
@@ -109,7 +111,7 @@ def _check_conversation(
 
 def sft_messages(proc: RecordProcessor, obj: dict, err: _Err) -> list[dict]:
     if "messages" in obj:
-        messages = _message_list(proc, obj["messages"], "messages", err)
+        messages = message_list(proc, obj["messages"], "messages", err)
         _check_conversation(messages, "messages", err)
         return messages
     if "conversations" in obj:
@@ -161,7 +163,7 @@ def _prompt(proc: RecordProcessor, obj: dict, err: _Err) -> list[dict]:
     if "prompt" not in obj:
         raise err("prompt", "missing", "missing_field")
     if isinstance(obj["prompt"], list):
-        return _message_list(proc, obj["prompt"], "prompt", err)
+        return message_list(proc, obj["prompt"], "prompt", err)
     return [{"role": "user", "content": proc._text(obj, "prompt", err, strip=False)}]
 
 
@@ -171,7 +173,7 @@ def _response(proc: RecordProcessor, obj: dict, name: str, prompt: list[dict], e
         raise err(name, "missing", "missing_field")
     if not isinstance(obj[name], list):
         return {"role": "assistant", "content": proc._text(obj, name, err, strip=False)}
-    messages = _message_list(proc, obj[name], name, err)
+    messages = message_list(proc, obj[name], name, err)
     if messages[: len(prompt)] == prompt and len(messages) > len(prompt):
         messages = messages[len(prompt) :]
     if len(messages) != 1 or messages[0]["role"] != "assistant":

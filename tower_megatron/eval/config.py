@@ -9,15 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-
-@dataclass
-class CheckpointSection:
-    path: str = ""  # Megatron checkpoint dir (a run's checkpoints/ or iter_*/) or a Hugging Face dir
-    tokenizer: Optional[str] = None  # tokenizer file/dir when the checkpoint does not name one
-    backend: str = "megatron"  # megatron | vllm (GPU): tower_megatron.generation.GENERATION_BACKENDS
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
-    device: str = "auto"  # auto | cpu | cuda
+from tower_megatron.generation.config import CheckpointSection
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tower_megatron.data.chat_format import CHAT_FORMATS, FAMILY_FORMATS, ChatFormat
+from tower_megatron.data.chat_format import CHAT_FORMATS, FAMILY_FORMATS, ChatFormat, encode_chat
 from tower_megatron.data.templates import TRANSLATION_TEMPLATES
 from tower_megatron.eval.config import PromptSection
 
@@ -59,17 +59,15 @@ class ChatPrompter:
     def chat_format(self) -> str:
         return self.format.name
 
-    def render(self, messages: list[dict]) -> str:
-        if self.system_prompt and not any(m["role"] == "system" for m in messages):
-            messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        return self.format.render(messages, add_generation_prompt=True).text
-
     def with_bos(self, ids: list[int]) -> list[int]:
+        """A plain-text prompt's ids (``serve``'s ``/v1/completions``) with BOS as chats get it."""
         bos = getattr(self.backend.tokenizer, "bos", None)
         return [bos, *ids] if self.add_bos and bos is not None and bos >= 0 else list(ids)
 
     def token_ids(self, messages: list[dict]) -> list[int]:
-        return self.with_bos(self.backend.tokenizer.tokenize(self.render(messages)))
+        if self.system_prompt and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        return encode_chat(messages, self.backend.tokenizer, self.format, add_bos=self.add_bos)
 
     def user_turn(self, text: str) -> list[int]:
         return self.token_ids([{"role": "user", "content": text}])

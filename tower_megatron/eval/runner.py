@@ -221,17 +221,7 @@ def eval_main(config_path: str, overrides: list[str]) -> int:
         raise ConfigError(
             f"no suite has test files ({config_path}): set translation.files, ifeval.files, ifmt.files or chat.files"
         )
-    from tower_megatron.generation import load_generator
-
-    c = cfg.checkpoint
-    backend = load_generator(
-        c.path,
-        tp=c.tensor_model_parallel_size,
-        pp=c.pipeline_model_parallel_size,
-        device=c.device,
-        tokenizer=c.tokenizer,
-        backend=c.backend,
-    )
+    backend = cfg.checkpoint.load()
     results, records = evaluate(cfg, backend, examples, skipped)
     if _rank() == 0:
         out_dir = Path(cfg.output_dir) / cfg.name

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tower_megatron.data.chat_format import ChatFormatError
+from tower_megatron.data.chat_format import ChatFormatError, check_messages
 from tower_megatron.eval.config import ServeConfig
 from tower_megatron.eval.prompts import ChatPrompter
 from tower_megatron.generation import GenerationOutput, SamplingParams
@@ -163,24 +163,13 @@ class Service:
         }
 
     def chat_completions(self, body: dict) -> dict:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise RequestError("'messages' must be a non-empty list", "messages")
-        for i, m in enumerate(messages):
-            if (
-                not isinstance(m, dict)
-                or m.get("role") not in ("system", "user", "assistant")
-                or not isinstance(m.get("content"), str)
-            ):
-                raise RequestError(
-                    f"messages[{i}] must be {{'role': system|user|assistant, 'content': string}}",
-                    f"messages[{i}]",
-                )
-        params = self._params(body, chat=True)
         try:
-            ids = self.prompter.token_ids([{"role": m["role"], "content": m["content"]} for m in messages])
+            messages = check_messages(body.get("messages"))
         except ChatFormatError as exc:
-            raise RequestError(f"messages[{exc.index}]: {exc}", f"messages[{exc.index}]") from None
+            param = "messages" if exc.index is None else f"messages[{exc.index}]"
+            raise RequestError(f"{exc.where('messages')}: {exc}", param) from None
+        params = self._params(body, chat=True)
+        ids = self.prompter.token_ids(messages)
         out = self.batcher.submit(ids, params)
         choice = {
             "index": 0,
@@ -281,7 +270,6 @@ def make_server(backend, cfg: ServeConfig, quiet: bool = False) -> ThreadingHTTP
 
 def serve_main(config_path: str, overrides: list[str]) -> int:
     from tower_megatron.config.loader import ConfigError, load_config
-    from tower_megatron.generation import load_generator
 
     cfg = load_config(ServeConfig, config_path, overrides)
     if not cfg.checkpoint.path:
@@ -290,14 +278,7 @@ def serve_main(config_path: str, overrides: list[str]) -> int:
     if c.tensor_model_parallel_size * c.pipeline_model_parallel_size > 1:
         # Every model-parallel rank would have to join each generate() call; not built yet.
         raise ConfigError("serve runs one process: checkpoint.tensor/pipeline_model_parallel_size must be 1")
-    backend = load_generator(
-        c.path,
-        tp=c.tensor_model_parallel_size,
-        pp=c.pipeline_model_parallel_size,
-        device=c.device,
-        tokenizer=c.tokenizer,
-        backend=c.backend,
-    )
+    backend = c.load()
     server = make_server(backend, cfg)
     host, port = server.server_address[:2]
     print(f"serve: {c.path} on http://{host}:{port}/v1", flush=True)

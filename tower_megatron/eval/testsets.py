@@ -5,7 +5,6 @@ chat prompts. Every problem is one :class:`ConfigError` naming ``file:line: fiel
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from tower_megatron.config.loader import ConfigError
 from tower_megatron.data.languages import UnknownLanguageError, standardize
 from tower_megatron.resources import resolve
+from tower_megatron.utils.jsonl import iter_jsonl
 
 
 def _error(path: Path | str, line: int | None, field_name: str | None, message: str) -> ConfigError:
@@ -35,21 +35,11 @@ def _resolve_file(name: str) -> Path:
     return path
 
 
-def iter_jsonl(name: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-    """``(path, line_number, object)`` for each non-blank line; a line that is not a JSON object
-    is an error."""
+def _jsonl(name: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """``(path, line_number, object)`` for each non-blank line; errors name the resolved path."""
     path = _resolve_file(name)
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _error(path, number, None, f"invalid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise _error(path, number, None, f"expected a JSON object, got {type(obj).__name__}")
-            yield path, number, obj
+    for number, obj in iter_jsonl(path, "test set"):
+        yield path, number, obj
 
 
 def _text(obj: dict, names: tuple[str, ...], path: Path, line: int, required: bool = True) -> str | None:
@@ -145,7 +135,7 @@ def read_translation(name: str, limit: int = 0, skip_bad_source: bool = True) ->
                 if limit and len(out) >= limit:
                     break
         return out
-    for file, line, obj in iter_jsonl(name):
+    for file, line, obj in _jsonl(name):
         bad = obj.get("is_bad_source", False)
         if not isinstance(bad, bool):
             raise _error(file, line, "is_bad_source", f"expected true/false, got {type(bad).__name__}")
@@ -177,7 +167,7 @@ def read_ifeval(name: str, limit: int = 0, known_instructions: set[str] | None =
     """IFEval JSONL as released (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``), plus an
     optional ``lang`` (default ``en``) for the per-language breakdown."""
     out: list[IFEvalExample] = []
-    for path, line, obj in iter_jsonl(name):
+    for path, line, obj in _jsonl(name):
         prompt = _text(obj, ("prompt",), path, line)
         if "key" not in obj:
             raise _error(path, line, "key", "missing")
@@ -219,7 +209,7 @@ def read_ifmt(name: str, limit: int = 0, known_constraints: set[str] | None = No
     """IF-MT JSONL: ``id``, ``src_lang``, ``tgt_lang``, ``source``, ``reference``, ``prompt`` and
     ``constraints`` (a list of ``{"type": ..., ...}``; see :mod:`tower_megatron.eval.ifmt`)."""
     out: list[IFMTExample] = []
-    for path, line, obj in iter_jsonl(name):
+    for path, line, obj in _jsonl(name):
         src, tgt = _pair_of(obj, path, line)
         source = _text(obj, ("source",), path, line)
         reference = _text(obj, ("reference",), path, line)
@@ -253,7 +243,7 @@ class ChatExample:
 def read_chat(name: str, limit: int = 0) -> list[ChatExample]:
     """Chat prompts with a baseline answer (M-ArenaHard style): ``id``, ``lang``, ``prompt``, ``baseline``."""
     out: list[ChatExample] = []
-    for path, line, obj in iter_jsonl(name):
+    for path, line, obj in _jsonl(name):
         prompt = _text(obj, ("prompt",), path, line)
         baseline = _text(obj, ("baseline",), path, line)
         lang = _language(obj.get("lang") or "en", path, line, "lang")

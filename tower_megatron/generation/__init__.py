@@ -2,13 +2,13 @@
 
 ``load_generator(path, tp=..., pp=...)`` turns any checkpoint (trainer run, converted checkpoint,
 HF directory) into a backend; ``MegatronGenerator.from_model`` wraps live training modules.
-The Megatron backend is imported on first use (it imports Megatron-Core).
+The loader and the Megatron backend are imported on first use (they import torch and
+Megatron-Core), so configs and the interface load without them.
 """
 
 from typing import Any
 
 from tower_megatron.generation.base import GenerationBackend, GenerationOutput, SamplingParams
-from tower_megatron.generation.loading import GENERATION_BACKENDS, load_generator
 
 __all__ = [
     "GENERATION_BACKENDS",
@@ -21,6 +21,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("GENERATION_BACKENDS", "load_generator"):
+        from tower_megatron.generation import loading
+
+        return getattr(loading, name)
     if name == "MegatronGenerator":
         from tower_megatron.generation.megatron_backend import MegatronGenerator
 

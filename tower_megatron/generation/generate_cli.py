@@ -20,18 +20,13 @@ from typing import Any, Optional
 
 from tower_megatron.config.loader import ConfigError, load_config, to_yaml
 from tower_megatron.generation.base import SamplingParams
+from tower_megatron.generation.config import CheckpointSection
 from tower_megatron.utils.atomic import atomic_open, write_text
 
 
 @dataclass
 class GenerateConfig:
-    checkpoint: Optional[str] = None  # trainer run / checkpoints dir / iter_N, converted checkpoint, HF dir
-    tokenizer: Optional[str] = None  # default: found beside the checkpoint
-    backend: str = "megatron"  # megatron | vllm
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
-    device: str = "auto"  # auto | cpu | cuda
-    precision: Optional[str] = None  # fp32 | bf16; default: bf16 on GPU, fp32 on CPU
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)  # as eval's and serve's
     input: Optional[str] = None  # JSONL of {"prompt": ...} or {"messages": [...]}
     output_dir: str = "runs/generate"
     chat_format: Optional[str] = None  # gemma | chatml; default: the model family's
@@ -42,107 +37,65 @@ class GenerateConfig:
 
 def read_requests(path: str) -> list[dict[str, Any]]:
     """The input lines; a bad line raises :class:`ConfigError` naming file, line and field."""
-    from tower_megatron.data.chat_format import CHAT_ROLES
+    from tower_megatron.data.chat_format import ChatFormatError, check_messages
+    from tower_megatron.utils.jsonl import iter_jsonl
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"input: no such file: {file}")
     requests = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{file}, line {number}"
+    for number, record in iter_jsonl(path, "input"):
+        where = f"{path}:{number}"
+        if ("prompt" in record) == ("messages" in record):
+            raise ConfigError(
+                f"{where}: needs exactly one of the fields 'prompt' (text) or 'messages' (chat)"
+            )
+        if "prompt" in record and not isinstance(record["prompt"], str):
+            raise ConfigError(f"{where}: field 'prompt' must be a string")
+        if "messages" in record:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or ("prompt" in record) == ("messages" in record):
+                check_messages(record["messages"])
+            except ChatFormatError as exc:
                 raise ConfigError(
-                    f"{where}: needs exactly one of the fields 'prompt' (text) or 'messages' (chat)"
-                )
-            if "prompt" in record and not isinstance(record["prompt"], str):
-                raise ConfigError(f"{where}: field 'prompt' must be a string")
-            if "messages" in record:
-                messages = record["messages"]
-                ok = (
-                    isinstance(messages, list)
-                    and messages
-                    and all(
-                        isinstance(m, dict)
-                        and m.get("role") in CHAT_ROLES
-                        and isinstance(m.get("content"), str)
-                        for m in messages
-                    )
-                )
-                if not ok:
-                    raise ConfigError(
-                        f"{where}: field 'messages' must be a non-empty list of "
-                        f"{{'role': {'|'.join(CHAT_ROLES)}, 'content': str}}"
-                    )
-            requests.append(record)
+                    f"{where}: field 'messages' must be a non-empty list of {{'role': system|user|assistant, "
+                    f"'content': str}} in chat order; {exc.where('messages')}: {exc}"
+                ) from None
+        requests.append(record)
     if not requests:
-        raise ConfigError(f"input: {file} holds no requests")
+        raise ConfigError(f"input: {path} holds no requests")
     return requests
 
 
-def encode_requests(
-    requests: list[dict[str, Any]], tokenizer: Any, chat_format: str, where: str
-) -> list[list[int]]:
-    """Token ids per request: plain prompts as they are, chats rendered with the generation prompt."""
-    from tower_megatron.data.chat_format import ChatFormatError, format_for
+def encode_requests(requests: list[dict[str, Any]], tokenizer: Any, chat_format: str) -> list[list[int]]:
+    """Token ids per request: plain prompts as they are, chats rendered with the generation prompt
+    (BOS first when the format has one)."""
+    from tower_megatron.data.chat_format import encode_chat
 
-    fmt = format_for(chat_format)
-    bos = getattr(tokenizer, "bos", None) if fmt.bos_token else None
-    encoded = []
-    for index, record in enumerate(requests):
-        if "prompt" in record:
-            encoded.append(tokenizer.tokenize(record["prompt"]))
-            continue
-        try:
-            text = fmt.render(record["messages"], add_generation_prompt=True).text
-        except ChatFormatError as exc:
-            raise ConfigError(f"{where}, request {index + 1}: messages[{exc.index}]: {exc}") from None
-        ids = tokenizer.tokenize(text)
-        encoded.append(([int(bos)] if bos is not None else []) + ids)
-    return encoded
-
-
-def _default_chat_format(arch: str) -> str:
-    from tower_megatron.data.chat_format import FAMILY_FORMATS
-
-    return FAMILY_FORMATS.get(arch, "gemma")  # plain GPT runs train on the data pipeline's default
+    return [
+        tokenizer.tokenize(r["prompt"])
+        if "prompt" in r
+        else encode_chat(r["messages"], tokenizer, chat_format)
+        for r in requests
+    ]
 
 
 def generate_main(config_path: str, overrides: list[str]) -> int:
     cfg = load_config(GenerateConfig, config_path, overrides)
-    for key in ("checkpoint", "input"):
-        if not getattr(cfg, key):
+    for key, value in (("checkpoint.path", cfg.checkpoint.path), ("input", cfg.input)):
+        if not value:
             raise ConfigError(f"{key} is not set ({config_path})")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     requests = read_requests(cfg.input)  # bad input fails before any model is loaded
 
-    from tower_megatron.generation import load_generator
+    from tower_megatron.data.chat_format import family_format
     from tower_megatron.generation.sampling import check_params
 
     try:
         check_params(cfg.sampling)
     except ValueError as exc:
         raise ConfigError(f"sampling: {exc}") from None
-    kwargs = {"precision": cfg.precision} if cfg.backend == "megatron" and cfg.precision else {}
-    backend = load_generator(
-        cfg.checkpoint,
-        tp=cfg.tensor_model_parallel_size,
-        pp=cfg.pipeline_model_parallel_size,
-        device=cfg.device,
-        tokenizer=cfg.tokenizer,
-        backend=cfg.backend,
-        **kwargs,
-    )
+    backend = cfg.checkpoint.load()
     arch = getattr(getattr(backend, "model_cfg", None), "arch", "gpt")
-    chat_format = cfg.chat_format or _default_chat_format(arch)
-    prompts = encode_requests(requests, backend.tokenizer, chat_format, cfg.input)
+    chat_format = cfg.chat_format or family_format(arch)
+    prompts = encode_requests(requests, backend.tokenizer, chat_format)
     is_main = int(os.environ.get("RANK", "0")) == 0
     outputs = []
     start = time.perf_counter()

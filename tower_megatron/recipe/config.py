@@ -85,6 +85,7 @@ class PlannedStage:
     overrides: list[str]  # user overrides + the runner's (run directory, initial weights)
     run_dir: Path
     eval_overrides: list[str] | None = None  # train stages with an eval after them
+    init_from: PlannedStage | None = None  # train stages: whose last checkpoint seeds the weights
     loaded: Any = None  # the stage's typed config, as checked
 
 
@@ -118,7 +119,7 @@ def load_recipe(path: str | Path, overrides: list[str]) -> RecipeConfig:
     return recipe
 
 
-def _relative_to(recipe_path: Path, config: str) -> Path:
+def relative_to(recipe_path: Path, config: str) -> Path:
     p = Path(config)
     return p if p.is_absolute() else Path(os.path.normpath(recipe_path.parent / p))
 
@@ -134,10 +135,11 @@ def plan_stages(recipe: RecipeConfig, recipe_path: str | Path) -> list[PlannedSt
         run_dir = root / st.name
         user = [*st.overrides, *(recipe.train_overrides if st.kind == "train" else []),
                 *recipe.stage_overrides.get(st.name, [])]  # fmt: skip
-        p = PlannedStage(i, st, _relative_to(recipe_path, st.config), user, run_dir)
+        p = PlannedStage(i, st, relative_to(recipe_path, st.config), user, run_dir)
         if st.kind == "train":
             p.overrides += [f"run.output_dir={root}", f"run.name={st.name}", "checkpoint.resume=true"]
             source = _init_source(st, last_train, trains, recipe_path, i)
+            p.init_from = source
             if source is not None:
                 p.overrides += [
                     f"checkpoint.load={source.run_dir / 'checkpoints'}",
@@ -212,7 +214,7 @@ def check_stages(recipe: RecipeConfig, recipe_path: str | Path, planned: list[Pl
                 if not p.loaded.checkpoint.save_at_end:
                     raise ConfigError("checkpoint.save_at_end=false: a recipe stage ends with a checkpoint")
             if p.eval_overrides is not None:
-                load_config(EvalConfig, _relative_to(Path(recipe_path), recipe.eval.config), p.eval_overrides)
+                load_config(EvalConfig, relative_to(Path(recipe_path), recipe.eval.config), p.eval_overrides)
         except ConfigError as exc:
             raise ConfigError(f"{label}: {exc}") from None
 

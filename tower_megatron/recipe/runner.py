@@ -32,6 +32,7 @@ from tower_megatron.recipe.config import (
     check_stages,
     load_recipe,
     plan_stages,
+    relative_to,
     stage_env,
 )
 from tower_megatron.utils.atomic import write_json
@@ -139,8 +140,11 @@ class RecipeRunner:
                 latest = latest_checkpoint(ckpts) if ckpts.is_dir() else None
                 note = f", resuming from {latest.name}" if latest is not None else ""
             self.say(f"{self.position(p)}: {verb} {p.config_path}{note}")
+            overrides = self.pinned_init(p)
+            if overrides is None:
+                return 1
             start = time.monotonic()
-            code = self.run_process(self.command(verb, p.config_path, p.overrides, st.name))
+            code = self.run_process(self.command(verb, p.config_path, overrides, st.name))
             if code == 0 and self._stopping:  # the stage saved and stopped early on our signal
                 code = 128 + self._stopping
             if code == 0 and st.kind == "train" and not self.reached_end(p):
@@ -154,13 +158,30 @@ class RecipeRunner:
             if self.recipe.launch.node_rank != 0:
                 return 0  # node 0 marks the stage and evaluates it
             p.run_dir.mkdir(parents=True, exist_ok=True)
-            self.mark(
-                st.name, kind=st.kind, config=str(p.config_path), overrides=p.overrides, seconds=seconds
-            )
+            self.mark(st.name, kind=st.kind, config=str(p.config_path), overrides=overrides, seconds=seconds)
             self.say(f"{self.position(p)}: done in {seconds:.0f} s")
         if p.eval_overrides is not None:
             return self.run_eval(p)
         return 0
+
+    def pinned_init(self, p: PlannedStage) -> list[str] | None:
+        """The stage's overrides with ``checkpoint.load`` naming the source stage's newest
+        checkpoint itself (``iter_N``), not its checkpoints root: every consumer of the path (the
+        trainer, a stage's frozen reference) then reads the same weights."""
+        if p.init_from is None:
+            return p.overrides
+        from tower_megatron.training.checkpointing import latest_checkpoint
+
+        root = p.init_from.run_dir / "checkpoints"
+        latest = latest_checkpoint(root) if root.is_dir() else None
+        if latest is None:
+            self.say(
+                f"{self.position(p)}: no complete checkpoint of stage '{p.init_from.spec.name}' in {root}"
+            )
+            return None
+        return [o for o in p.overrides if not o.startswith("checkpoint.load=")] + [
+            f"checkpoint.load={latest}"
+        ]
 
     @staticmethod
     def reached_end(p: PlannedStage) -> bool:
@@ -177,7 +198,7 @@ class RecipeRunner:
         if self.is_done(name):
             self.say(f"{self.position(p)}: evaluation complete, skipped")
             return 0
-        config = self.recipe_path.parent / self.recipe.eval.config
+        config = relative_to(self.recipe_path, self.recipe.eval.config)
         self.say(f"{self.position(p)}: evaluating with {config}")
         start = time.monotonic()
         code = self.run_process(self.command("eval", config, p.eval_overrides, f"{p.spec.name}-eval"))
@@ -205,7 +226,7 @@ class RecipeRunner:
         written = write_recipe_outputs(
             self.root, self.planned, self.eval_results(), report=self.recipe.report
         )
-        self.mark("recipe", stages=[p.spec.name for p in self.planned], outputs=written)
+        self.mark("recipe", stages=[p.spec.name for p in self.planned], outputs=[str(w) for w in written])
         for path in written:
             self.say(f"wrote {path}")
 

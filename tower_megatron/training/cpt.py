@@ -26,16 +26,7 @@ class CPTStage(Stage):
         prepare_mixture(job.data, planned_tokens, report_dir)
 
     def build_datasets(self, cache_dir: str):
-        train = self.job.train
-        return build_gpt_datasets(
-            self.job.data,
-            self.tokenizer,
-            seq_length=train.seq_length,
-            train_samples=self.num_train_samples(),
-            valid_samples=max(1, train.eval_steps) * train.global_batch_size,
-            seed=self.job.run.seed,
-            cache_dir=cache_dir,
-        )
+        return build_gpt_datasets(self.job.data, self.tokenizer, **self.dataset_sizes(cache_dir))
 
     def forward_step(self, batch: dict[str, torch.Tensor], model: torch.nn.Module):
         output = model(

@@ -102,6 +102,19 @@ class Stage:
     def num_train_samples(self) -> int:
         return self.job.train.train_steps * self.job.train.global_batch_size
 
+    def dataset_sizes(self, cache_dir: str) -> dict[str, Any]:
+        """The keyword arguments every dataset builder takes: sequence length, sample counts
+        (training steps × global batch; ``eval_steps`` global batches per validation set), seed
+        and index cache."""
+        train = self.job.train
+        return {
+            "seq_length": train.seq_length,
+            "train_samples": self.num_train_samples(),
+            "valid_samples": max(1, train.eval_steps) * train.global_batch_size,
+            "seed": self.job.run.seed,
+            "cache_dir": cache_dir,
+        }
+
     def build_datasets(self, cache_dir: str) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
 
