@@ -36,8 +36,14 @@ SHAPE_FIELDS = (
 )
 
 
-def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = None) -> None:
-    """Raises :class:`ConfigError` listing every problem; returns quietly for a runnable job."""
+def validate_job(
+    job: JobConfig, world_size: int, cuda_available: bool | None = None, check_data: bool = True
+) -> None:
+    """Raises :class:`ConfigError` listing every problem; returns quietly for a runnable job.
+
+    ``check_data=False`` skips the stage's checks of its data files, for a recipe that validates
+    every stage before an earlier stage has written them (they are checked when the stage starts).
+    """
     import torch
 
     from tower_megatron.data.checks import tokenizer_vocab_size
@@ -65,7 +71,8 @@ def validate_job(job: JobConfig, world_size: int, cuda_available: bool | None = 
         errors.append(f"checkpoint.load: no such directory: {job.checkpoint.load}")
     if job.train.stage in STAGES:  # each stage checks the data it reads, then its own options
         stage = STAGES.get(job.train.stage)
-        errors += stage.check_data(job, vocab_size)
+        if check_data:
+            errors += stage.check_data(job, vocab_size)
         errors += stage.check_config(job, world_size)
     if not errors:  # the run directory only matters for an otherwise runnable job
         errors += check_run_directory(job, vocab_size)

@@ -225,25 +225,10 @@ def check_train_stage(p: PlannedStage, world: int, check_data: bool) -> Any:
     stage comes first. The full check runs again when the stage starts."""
     from tower_megatron.config import JobConfig
     from tower_megatron.config.validate import validate_job
-    from tower_megatron.training.stage import STAGES, load_stage_plugins, stage_class
 
-    load_stage_plugins()
     job = load_config(JobConfig, p.config_path, p.overrides)
     probe = dataclasses.replace(job, checkpoint=dataclasses.replace(job.checkpoint, load=None))
-    if check_data or job.train.stage not in STAGES:
-        validate_job(probe, world_size=world)
-        return job
-    # Skip the stage's data check only (the rest of validate_job runs unchanged).
-    cls = stage_class(job.train.stage)
-    original = cls.__dict__.get("check_data")
-    cls.check_data = classmethod(lambda c, j, v: [])  # type: ignore[method-assign]
-    try:
-        validate_job(probe, world_size=world)
-    finally:
-        if original is None:
-            del cls.check_data
-        else:
-            cls.check_data = original  # type: ignore[method-assign]
+    validate_job(probe, world_size=world, check_data=check_data)
     return job
 
 

@@ -38,8 +38,10 @@ class ModelFactory:
         from tower_megatron.training.builder import build_model
 
         chunks = build_model(self.job, self.model_cfg, wrap_ddp=False, initialize=weights is None).chunks
-        if weights is not None:
-            load_model_checkpoint(chunks, weights)
+        if weights is not None:  # a checkpoints root means its newest complete checkpoint
+            from tower_megatron.training.checkpointing import resolve_load_path
+
+            load_model_checkpoint(chunks, resolve_load_path(weights))
         for chunk in chunks:
             chunk.eval()
             chunk.requires_grad_(False)
