@@ -12,8 +12,8 @@ process, one after the other (ours first); medians after ``--warmup`` steps.
 
 Per-token throughput counts the real tokens of the pairs (prompt + chosen, prompt + rejected; no
 padding) per step — the same number on both sides — divided by the median step time. Target: not
-slower than TRL per token (ratio ≥ 1). It prints; it does not assert. SFT vs ``SFTTrainer`` is not
-measured yet (docs/benchmarks.md).
+slower than TRL per token (ratio ≥ 1). It prints; it does not assert. SFT vs ``SFTTrainer``:
+``benchmarks/bench_sft.py`` (built on the helpers here).
 
     .venv/bin/python benchmarks/bench_alignment.py [--pairs 16] [--steps 8] [--warmup 2] [--threads 1]
 """
@@ -34,15 +34,34 @@ from tower_megatron.training.callbacks.base import Callback
 
 
 class Samples(Callback):
-    """Every pair of the trainer's own dataset (tokens and loss masks), read at train start."""
+    """Every row of the trainer's own dataset (``keys`` of each item), read at train start."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: tuple[str, ...] = ("tokens", "loss_mask")) -> None:
+        self.keys = keys
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer) -> None:
         for i in range(len(trainer.train_dataset)):
             item = trainer.train_dataset[i]
-            self.rows.append({k: torch.as_tensor(item[k]) for k in ("tokens", "loss_mask")})
+            self.rows.append({k: torch.as_tensor(item[k]) for k in self.keys})
+
+
+def step_timer():
+    """A ``transformers.TrainerCallback`` whose ``times`` are the wall seconds of each ``train()`` step."""
+    import transformers
+
+    class StepTimer(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.mark = 0.0
+
+        def on_step_begin(self, *a, **k) -> None:
+            self.mark = time.perf_counter()
+
+        def on_step_end(self, *a, **k) -> None:
+            self.times.append(time.perf_counter() - self.mark)
+
+    return StepTimer()
 
 
 def _split(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -63,10 +82,22 @@ def make_model(directory: Path, vocab: int, hidden: int, layers: int) -> Path:
     return directory
 
 
-def preprocess(root: Path, pairs: int, tokenizer: str) -> Path:
+def preprocess_records(root: Path, records: list[dict], kind: str, tokenizer: str) -> Path:
+    """``records`` as JSONL through ``preprocess`` (source ``kind``, demo tokenizer); the token folder."""
     from tower_megatron.config.loader import load_config
     from tower_megatron.config.preprocess import PreprocessConfig, SourceConfig
     from tower_megatron.data.preprocess import run_preprocess
+
+    source = root / f"{kind}.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    cfg = load_config(PreprocessConfig, None, [f"output_dir={root / 'tokens'}", "workers=1", "progress=false",
+                                               "valid_fraction=0.0", f"tokenizer.path={tokenizer}"])  # fmt: skip
+    cfg.sources = [SourceConfig(name=kind, kind=kind, files=[str(source)])]
+    run_preprocess(cfg)
+    return root / "tokens" / kind
+
+
+def preprocess(root: Path, pairs: int, tokenizer: str) -> Path:
     from tower_megatron.testing.tiny import SENTENCES
 
     langs = list(SENTENCES)
@@ -76,50 +107,35 @@ def preprocess(root: Path, pairs: int, tokenizer: str) -> Path:
         chosen = SENTENCES[lang][i % len(SENTENCES[lang])]
         rejected = SENTENCES[other][(i + 1) % len(SENTENCES[other])]
         records.append({"id": f"p{i}", "prompt": f"Write sentence {i} ({lang}).", "chosen": chosen, "rejected": rejected})
-    source = root / "pairs.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    cfg = load_config(PreprocessConfig, None, [f"output_dir={root / 'tokens'}", "workers=1", "progress=false",
-                                               "valid_fraction=0.0", f"tokenizer.path={tokenizer}"])  # fmt: skip
-    cfg.sources = [SourceConfig(name="pairs", kind="preference", files=[str(source)])]
-    run_preprocess(cfg)
-    return root / "tokens" / "pairs"
+    return preprocess_records(root, records, "preference", tokenizer)
 
 
-def run_ours(args, root: Path, ckpt: Path, tokens: Path, tokenizer: str) -> tuple[list[float], list[dict]]:
+def run_ours(
+    args, root: Path, ckpt: Path, tokenizer: str, batch: int, stage: list[str], samples: Samples
+) -> list[float]:
+    """``run_training`` from ``ckpt``: one global batch of ``batch`` rows, ``stage`` overrides (stage, data
+    paths, stage options); the trainer's step times after ``args.warmup``, the rows land in ``samples``."""
     from tower_megatron.config import JobConfig, load_config
     from tower_megatron.training.entry import run_training
 
-    samples = Samples()
     job = load_config(JobConfig, None, [
         f"run.output_dir={root}", "run.name=ours", "run.device=cpu", f"model.hf_config={ckpt}",
         f"checkpoint.load={ckpt}", "checkpoint.load_optimizer=false", "checkpoint.save_at_end=false",
-        "train.stage=dpo", f"train.train_steps={args.warmup + args.steps}", f"train.micro_batch_size={args.pairs}",
-        f"train.global_batch_size={args.pairs}", f"train.seq_length={args.seq}", "train.precision=fp32",
+        f"train.train_steps={args.warmup + args.steps}", f"train.micro_batch_size={batch}",
+        f"train.global_batch_size={batch}", f"train.seq_length={args.seq}", "train.precision=fp32",
         f"optimizer.lr={args.lr}", f"optimizer.min_lr={args.lr}", "scheduler.warmup_steps=0",
         "scheduler.decay_style=constant", "data.tokenizer.type=sentencepiece", f"data.tokenizer.path={tokenizer}",
-        f"data.paths=[{tokens}/mul.train]", "dpo.reference=model", "dpo.ref_policy_kl_penalty=0.1",
-        "logging.progress_bar=false", "logging.console=false", "logging.tensorboard=false",
+        "logging.progress_bar=false", "logging.console=false", "logging.tensorboard=false", *stage,
     ])  # fmt: skip
     history = run_training(job, extra_callbacks=[samples])["history"]
     times = [r["train/step_time_s"] for r in history if "train/step_time_s" in r]
-    return times[args.warmup :], samples.rows
+    return times[args.warmup :]
 
 
 def run_trl(args, root: Path, hf_dir: Path, rows: list[dict]) -> list[float]:
     import datasets
     import transformers
     import trl
-
-    class StepTimer(transformers.TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.mark = 0.0
-
-        def on_step_begin(self, *a, **k) -> None:
-            self.mark = time.perf_counter()
-
-        def on_step_end(self, *a, **k) -> None:
-            self.times.append(time.perf_counter() - self.mark)
 
     load = lambda: transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     cfg = trl.DPOConfig(
@@ -128,7 +144,7 @@ def run_trl(args, root: Path, hf_dir: Path, rows: list[dict]) -> list[float]:
         weight_decay=0.0, report_to=[], use_cpu=True, max_length=None, logging_steps=1, save_strategy="no",
         dataloader_num_workers=0, seed=0,
     )  # fmt: skip
-    timer = StepTimer()
+    timer = step_timer()
     unused = datasets.Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}])
     trainer = trl.DPOTrainer(model=load(), ref_model=load(), args=cfg, train_dataset=unused, callbacks=[timer],
                              processing_class=transformers.AutoTokenizer.from_pretrained(str(hf_dir)))  # fmt: skip
@@ -161,9 +177,12 @@ def main() -> None:
         hf_dir = make_model(root / "hf", 8064, args.hidden, args.layers)  # 8064: demo vocab 8000, padded
         hf_to_megatron(hf_dir, root / "mcore", log=lambda _: None)
         tokens = preprocess(root, args.pairs, tokenizer)
-        ours, samples = run_ours(args, root, root / "mcore", tokens, tokenizer)
+        samples = Samples()
+        dpo = ["train.stage=dpo", f"data.paths=[{tokens}/mul.train]", "dpo.reference=model",
+               "dpo.ref_policy_kl_penalty=0.1"]  # fmt: skip
+        ours = run_ours(args, root, root / "mcore", tokenizer, args.pairs, dpo, samples)
         rows = []
-        for s in samples[: args.pairs]:  # the first global batch: every pair once
+        for s in samples.rows[: args.pairs]:  # the first global batch: every pair once
             prompt, chosen = _split(s["tokens"][0], s["loss_mask"][0])
             _, rejected = _split(s["tokens"][1], s["loss_mask"][1])
             rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})

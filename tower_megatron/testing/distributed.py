@@ -65,7 +65,7 @@ def run_distributed(
     errors: list[str] = []
     try:
         for _ in range(world_size):
-            rank, status, value = results.get(timeout=timeout)
+            rank, status, value = _next_result(results, procs, timeout)
             if status == "ok":
                 collected[rank] = value
             else:
@@ -85,3 +85,21 @@ def run_distributed(
     if bad:
         raise RuntimeError(f"a rank exited with code {bad[0]}")
     return [collected[r] for r in range(world_size)]
+
+
+def _next_result(results: Any, procs: list, timeout: float) -> tuple[int, str, Any]:
+    """The next rank's result; a rank that died without reporting one (a crash, a signal, the
+    OOM killer) fails the call at once instead of after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return results.get(timeout=2.0)
+        except queue.Empty:
+            dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if dead:
+                rank, code = dead[0]
+                return rank, "error", f"rank {rank} died with exit code {code} without a result"
+            if time.monotonic() > deadline:
+                raise
