@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GENERATION_CASES, prompt_batch
+from generation_cases import GENERATION_CASES, prompt_batch
 from tiny_hf import load_hf
 
 from tower_megatron.testing import run_distributed

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import prompt_batch
+from generation_cases import prompt_batch
 
 from tower_megatron.generation.base import SamplingParams
 from tower_megatron.testing import run_distributed

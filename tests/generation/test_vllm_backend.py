@@ -25,7 +25,7 @@ def test_unknown_backend_lists_the_known_ones(tmp_path):
 @pytest.mark.gpu
 def test_vllm_greedy_equals_transformers(tiny_hf_dirs):
     pytest.importorskip("vllm")
-    from conftest import prompt_batch
+    from generation_cases import prompt_batch
     from tiny_hf import load_hf
 
     hf_dir = tiny_hf_dirs["qwen2_tied"]
