@@ -70,16 +70,43 @@ def _split(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[list[int], list[in
     return ids[: where[0] + 1], ids[where[0] + 1 : where[-1] + 2]
 
 
-def make_model(directory: Path, vocab: int, hidden: int, layers: int) -> Path:
+def make_model(directory: Path, vocab: int, hidden: int, layers: int, max_positions: int = 256) -> Path:
+    """The tiny random Qwen 2 every benchmark here uses (made by transformers; no downloads)."""
     import transformers
 
     config = transformers.Qwen2Config(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(str(directory))
     return directory
+
+
+def parse_step_args(parser: argparse.ArgumentParser, seq: int) -> argparse.Namespace:
+    """The step-time benchmarks' common options; applies ``--threads`` to this process."""
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=seq)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def converted_model(root: Path, args: argparse.Namespace) -> Path:
+    """The tiny HF model in ``root/hf`` (vocab 8064: the demo tokenizer's 8000, padded) and its
+    Megatron conversion in ``root/mcore``; returns the HF directory."""
+    from tower_megatron.models.convert import hf_to_megatron
+
+    hf_dir = make_model(root / "hf", 8064, args.hidden, args.layers)
+    hf_to_megatron(hf_dir, root / "mcore", log=lambda _: None)
+    return hf_dir
 
 
 def preprocess_records(root: Path, records: list[dict], kind: str, tokenizer: str) -> Path:
@@ -157,25 +184,14 @@ def run_trl(args, root: Path, hf_dir: Path, rows: list[dict]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    torch.set_num_threads(args.threads)
+    args = parse_step_args(parser, seq=64)
 
-    from tower_megatron.models.convert import hf_to_megatron
     from tower_megatron.resources import DEMO_TOKENIZER
 
     tokenizer = str(DEMO_TOKENIZER)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        hf_dir = make_model(root / "hf", 8064, args.hidden, args.layers)  # 8064: demo vocab 8000, padded
-        hf_to_megatron(hf_dir, root / "mcore", log=lambda _: None)
+        hf_dir = converted_model(root, args)
         tokens = preprocess(root, args.pairs, tokenizer)
         samples = Samples()
         dpo = ["train.stage=dpo", f"data.paths=[{tokens}/mul.train]", "dpo.reference=model",

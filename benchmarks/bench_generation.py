@@ -19,31 +19,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_alignment import make_model
+
 TARGET = 2.0  # ours / HF new tokens per second
-
-
-def make_model(directory: Path, vocab: int, args: argparse.Namespace) -> Path:
-    import transformers
-
-    config = transformers.Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 3,
-        num_hidden_layers=args.layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(str(directory))
-    return directory
 
 
 def prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -111,7 +97,7 @@ def main() -> None:
     tokenizer = str(resolve("resource:tokenizer/tower_demo_sp.model"))
     vocab = spm.SentencePieceProcessor(model_file=tokenizer).get_piece_size()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_model(Path(tmp) / "qwen2_tiny", vocab, args)
+        model_dir = make_model(Path(tmp) / "qwen2_tiny", vocab, args.hidden, args.layers, max_positions=1024)
         batch = prompts(args.batch, vocab)
         runners = {
             "hf": HFRunner(model_dir, batch, args.new_tokens),

@@ -25,33 +25,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_alignment import make_model
+
 TARGET = 3.0  # ours / HF rollout tokens per second
 # configs/grpo/tiny_cpu.yaml's prompt sets: toy IFEval, translation (chrF × language), IFEval, math
 PROMPT_FILES = [f"resource:corpus/grpo/{name}.jsonl" for name in ("toy_letter_e", "translation", "ifeval", "math")]
-
-
-def make_model(directory: Path, vocab: int, hidden: int, layers: int) -> Path:
-    import transformers
-
-    config = transformers.Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(str(directory))
-    return directory
 
 
 class Rollout:
@@ -105,7 +91,7 @@ def main() -> None:
     pool = RewardPool(args.reward_workers, 10.0)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            model_dir = make_model(Path(tmp) / "qwen2_tiny", tokenizer.vocab_size, args.hidden, args.layers)
+            model_dir = make_model(Path(tmp) / "qwen2_tiny", tokenizer.vocab_size, args.hidden, args.layers, max_positions=1024)
             ours_gen = load_generator(model_dir, device="cpu", tokenizer=str(DEMO_TOKENIZER), eos_ids=[])
             seed = iter(range(1_000_000))
 

@@ -31,7 +31,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alignment import Samples, make_model, preprocess_records, run_ours, step_timer
+from bench_alignment import (
+    Samples,
+    converted_model,
+    parse_step_args,
+    preprocess_records,
+    run_ours,
+    step_timer,
+)
 
 
 def chats(count: int) -> list[dict]:
@@ -91,25 +98,14 @@ def run_trl(args, root: Path, hf_dir: Path, rows: list[dict]) -> tuple[list[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chats", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    torch.set_num_threads(args.threads)
+    args = parse_step_args(parser, seq=128)
 
-    from tower_megatron.models.convert import hf_to_megatron
     from tower_megatron.resources import DEMO_TOKENIZER
 
     tokenizer = str(DEMO_TOKENIZER)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        hf_dir = make_model(root / "hf", 8064, args.hidden, args.layers)  # 8064: demo vocab 8000, padded
-        hf_to_megatron(hf_dir, root / "mcore", log=lambda _: None)
+        hf_dir = converted_model(root, args)
         tokens = preprocess_records(root, chats(args.chats), "sft", tokenizer)
         samples = Samples(("tokens", "labels", "loss_mask", "segment_ids"))
         sft = ["train.stage=sft", f"data.paths=[{tokens}/*.train]", "data.sft.packing=false"]
